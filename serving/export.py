@@ -1,0 +1,102 @@
+"""The export contract: a SavedModel that TF Serving loads as-is, with tokenization inside.
+
+Signatures (every consumer, from TFMA to the REST clients, relies on them exactly):
+
+* ``serving_default``: ``text`` (tf.string, [None]) -> ``probabilities`` (float32,
+  [None, num_classes]) and ``label`` (tf.string, [None], the class name).
+* ``from_examples``: ``examples`` (serialized tf.Example, [None]) -> the same outputs. The
+  text is read from the configured feature (and the second segment's, for pairs).
+
+Only core TensorFlow and tensorflow-text ops end up in the graph (see `graph_op_types`).
+
+Example:
+
+>>> export_saved_model(classifier, BertTextEncoder(vocab, 64), ["negative", "positive"],
+...                    "/tmp/model/1")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+
+from serving.text_encoder import BertTextEncoder
+
+SERVING_SIGNATURE = "serving_default"
+EXAMPLES_SIGNATURE = "from_examples"
+
+
+class BertServingModule(tf.Module):
+    """Wraps a Keras 3 classifier (inputs: token_ids/segment_ids/padding_mask -> logits)."""
+
+    def __init__(
+        self,
+        model,
+        encoder: BertTextEncoder,
+        class_names: list[str],
+        text_feature: str = "text",
+        second_text_feature: str | None = None,
+    ):
+        super().__init__(name="bert_serving")
+        self.model = model
+        self.encoder = encoder
+        self.class_names = tf.constant(list(class_names), dtype=tf.string)
+        self.text_feature = text_feature
+        self.second_text_feature = second_text_feature
+
+    def _predict(self, texts: tf.Tensor, second_texts: tf.Tensor | None) -> dict:
+        logits = self.model(self.encoder(texts, second_texts), training=False)
+        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        label = tf.gather(self.class_names, tf.argmax(probabilities, axis=-1))
+        return {"probabilities": probabilities, "label": label}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve_text(self, text: tf.Tensor) -> dict:
+        if self.second_text_feature:
+            # Sentence pairs over the plain-text signature: "first\tsecond" per row.
+            parts = tf.strings.split(text, sep="\t", maxsplit=1).to_tensor(default_value="")
+            return self._predict(parts[:, 0], parts[:, 1])
+        return self._predict(text, None)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, examples: tf.Tensor) -> dict:
+        spec = {self.text_feature: tf.io.FixedLenFeature([], tf.string, default_value="")}
+        if self.second_text_feature:
+            spec[self.second_text_feature] = tf.io.FixedLenFeature([], tf.string, default_value="")
+        features = tf.io.parse_example(examples, spec)
+        second = features[self.second_text_feature] if self.second_text_feature else None
+        return self._predict(features[self.text_feature], second)
+
+
+def export_saved_model(
+    model,
+    encoder: BertTextEncoder,
+    class_names: list[str],
+    export_dir: str,
+    text_feature: str = "text",
+    second_text_feature: str | None = None,
+) -> str:
+    """Writes the serving SavedModel (the contract above) to `export_dir`; returns it."""
+    module = BertServingModule(model, encoder, class_names, text_feature, second_text_feature)
+    signatures = {
+        SERVING_SIGNATURE: module.serve_text.get_concrete_function(),
+        EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
+    }
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+    return export_dir
+
+
+def graph_op_types(export_dir: str) -> set[str]:
+    """Every op type in the SavedModel's graph and all its functions."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(os.path.join(export_dir, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    ops: set[str] = set()
+    for meta_graph in saved_model.meta_graphs:
+        ops.update(node.op for node in meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    return ops

@@ -1,0 +1,94 @@
+"""In-graph BERT text encoding: raw strings -> fixed-length token ids, segment ids, padding mask.
+
+One implementation serves the Transform component (training), the exported SavedModel
+(serving) and batch scoring, so the three can never tokenize differently. It uses only
+TensorFlow and tensorflow-text ops that stock TF Serving loads (CaseFoldUTF8, NormalizeUTF8,
+RegexSplitWithOffsets, FastWordpieceTokenizeWithOffsets): no Python at serving time, and the
+vocabulary is baked into the graph, so nothing is re-initialised per request.
+
+Example:
+
+>>> encoder = BertTextEncoder(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello", "world", "!"], 8)
+>>> encoder(tf.constant(["Hello world!"]))["token_ids"].numpy().tolist()
+[[2, 4, 5, 6, 3, 0, 0, 0]]
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_text as tf_text
+from tensorflow_text.python.ops.bert_tokenizer import BasicTokenizer
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def read_vocabulary(path: str) -> list[str]:
+    """Reads a BERT vocab.txt (one token a line, id = line number)."""
+    with tf.io.gfile.GFile(path, "r") as f:
+        tokens = [line.rstrip("\n") for line in f]
+    while tokens and not tokens[-1]:
+        tokens.pop()
+    for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
+        if token not in tokens:
+            raise ValueError(f"{path}: vocabulary has no {token} token")
+    return tokens
+
+
+class BertTextEncoder(tf.Module):
+    """Tokenizes one or two text segments the way BERT's uncased/cased tokenizers do.
+
+    Args:
+        vocabulary: WordPiece tokens, index = id. Must contain [PAD], [UNK], [CLS], [SEP].
+        max_seq_length: output length, including [CLS] and [SEP]s; longer inputs are trimmed
+            round-robin between segments, shorter ones padded with [PAD].
+        lower_case: case-fold and strip accents first (uncased checkpoints).
+    """
+
+    def __init__(self, vocabulary: list[str], max_seq_length: int, lower_case: bool = True):
+        super().__init__(name="bert_text_encoder")
+        if max_seq_length < 3:
+            raise ValueError(f"max_seq_length must be >= 3, got {max_seq_length}")
+        self.vocabulary = list(vocabulary)
+        self.max_seq_length = int(max_seq_length)
+        self.lower_case = bool(lower_case)
+        index = {token: i for i, token in enumerate(self.vocabulary)}
+        self.pad_id = index["[PAD]"]
+        self.cls_id = index["[CLS]"]
+        self.sep_id = index["[SEP]"]
+        self._basic = BasicTokenizer(lower_case=lower_case, normalization_form="NFD")
+        self._wordpiece = tf_text.FastWordpieceTokenizer(
+            vocab=self.vocabulary,
+            token_out_type=tf.int32,
+            unknown_token="[UNK]",
+            no_pretokenization=True,
+        )
+
+    def tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
+        """[batch] strings -> ragged [batch, (pieces)] int32 WordPiece ids (no specials)."""
+        words = self._basic.tokenize(texts)  # [batch, (words)]
+        pieces = self._wordpiece.tokenize(words)  # [batch, (words), (pieces)]
+        return pieces.merge_dims(-2, -1)
+
+    def __call__(self, texts: tf.Tensor, second_texts: tf.Tensor | None = None) -> dict:
+        """Encodes [batch] strings (and optional second segments) to model inputs.
+
+        Returns int32 tensors of shape [batch, max_seq_length]: `token_ids`, `segment_ids`
+        and `padding_mask` (1 for real tokens, 0 for padding).
+        """
+        segments = [self.tokenize(texts)]
+        if second_texts is not None:
+            segments.append(self.tokenize(second_texts))
+        budget = self.max_seq_length - 1 - len(segments)  # [CLS] + one [SEP] per segment
+        segments = tf_text.RoundRobinTrimmer(max_seq_length=budget).trim(segments)
+        token_ids, segment_ids = tf_text.combine_segments(
+            segments, start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id
+        )
+        token_ids, padding_mask = tf_text.pad_model_inputs(
+            token_ids, max_seq_length=self.max_seq_length, pad_value=self.pad_id
+        )
+        segment_ids, _ = tf_text.pad_model_inputs(segment_ids, max_seq_length=self.max_seq_length)
+        return {
+            "token_ids": tf.cast(token_ids, tf.int32),
+            "segment_ids": tf.cast(segment_ids, tf.int32),
+            "padding_mask": tf.cast(padding_mask, tf.int32),
+        }
