@@ -79,7 +79,7 @@ class BertTextEncoder(tf.Module):
         if second_texts is not None:
             segments.append(self.tokenize(second_texts))
         budget = self.max_seq_length - 1 - len(segments)  # [CLS] + one [SEP] per segment
-        segments = tf_text.RoundRobinTrimmer(max_seq_length=budget).trim(segments)
+        segments = _trim_round_robin(segments, budget)
         token_ids, segment_ids = tf_text.combine_segments(
             segments, start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id
         )
@@ -92,3 +92,25 @@ class BertTextEncoder(tf.Module):
             "segment_ids": tf.cast(segment_ids, tf.int32),
             "padding_mask": tf.cast(padding_mask, tf.int32),
         }
+
+
+def _keep_first(pieces: tf.RaggedTensor, counts: tf.Tensor) -> tf.RaggedTensor:
+    positions = tf.ragged.range(pieces.row_lengths())
+    return tf.ragged.boolean_mask(pieces, positions < tf.expand_dims(counts, 1))
+
+
+def _trim_round_robin(segments: list[tf.RaggedTensor], budget: int) -> list[tf.RaggedTensor]:
+    """Trims segments to `budget` pieces in all, taking from the longer one first.
+
+    Same result as `tf_text.RoundRobinTrimmer`, built from core ops: its kernel
+    (TFText>RoundRobinTrim) is newer than the tf.text ops that TF Serving builds link.
+    """
+    if len(segments) == 1:
+        return [segments[0][:, :budget]]
+    first, second = segments
+    first_length = first.row_lengths()
+    second_length = second.row_lengths()
+    budget = tf.constant(budget, dtype=first_length.dtype)
+    first_keep = tf.minimum(first_length, tf.maximum(budget - second_length, (budget + 1) // 2))
+    second_keep = tf.minimum(second_length, budget - first_keep)
+    return [_keep_first(first, first_keep), _keep_first(second, second_keep)]

@@ -1,0 +1,69 @@
+"""Pusher executor whose push to a local TF Serving model base path is atomic.
+
+TFX's Pusher copies the SavedModel file by file into `<base>/<version>/` (saved_model.pb
+last), so a model server polling the base path can see a half-written version. Here the
+model is copied to a hidden sibling (`.<version>.incomplete`, which TF Serving ignores:
+it is not an integer) and renamed into place in one step. Versions are Unix seconds,
+bumped if needed so that every push is newer than the newest version already there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from typing import Any
+
+from tfx import types
+from tfx.components.pusher import executor as pusher_executor
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import io_utils, proto_utils
+
+
+def next_version(base_directory: str, now: int | None = None) -> int:
+    """A version newer than every integer-named directory under `base_directory`."""
+    existing = [int(name) for name in os.listdir(base_directory) if name.isdigit()]
+    return max([int(time.time()) if now is None else now, *[v + 1 for v in existing]])
+
+
+def push_atomically(model_path: str, base_directory: str) -> tuple[str, str]:
+    """Copies a SavedModel directory to `<base>/<version>/` atomically; returns both."""
+    os.makedirs(base_directory, exist_ok=True)
+    version = str(next_version(base_directory))
+    staging = os.path.join(base_directory, f".{version}.incomplete")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(model_path, staging)
+    destination = os.path.join(base_directory, version)
+    os.rename(staging, destination)  # atomic on one filesystem; fails if it exists
+    return destination, version
+
+
+class Executor(pusher_executor.Executor):
+    """Pushes only a blessed model; the local filesystem push is atomic."""
+
+    def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        push_destination = pusher_pb2.PushDestination()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], push_destination
+        )
+        base_directory = push_destination.filesystem.base_directory
+        if "://" in base_directory:  # remote filesystems: TFX's own copy
+            return super().Do(input_dict, output_dict, exec_properties)
+        self._log_startup(input_dict, output_dict, exec_properties)
+        model_push = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.PUSHED_MODEL_KEY]
+        )
+        if not self.CheckBlessing(input_dict):
+            self._MarkNotPushed(model_push)
+            return None
+        model_path = self.GetModelPath(input_dict)
+        destination, version = push_atomically(model_path, base_directory)
+        io_utils.copy_dir(model_path, model_push.uri)  # the archive copy TFX keeps
+        self._MarkPushed(model_push, pushed_destination=destination, pushed_version=version)
+        return None

@@ -1,0 +1,124 @@
+"""What a pipeline run produced, read back from its ML Metadata store."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass
+class RunSummary:
+    pushed: bool
+    blessed: bool
+    version: str | None
+    destination: str | None
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    failures: list[str]  # why the candidate was not blessed
+    cached_nodes: list[str]
+
+    def render(self, model_name: str) -> str:
+        lines = []
+        for name, value in sorted(self.metrics.items()):
+            baseline = self.baseline_metrics.get(name)
+            versus = f"   (blessed baseline: {baseline:.4f})" if baseline is not None else ""
+            lines.append(f"  {name:<28} {value:.4f}{versus}")
+        metrics = "\n".join(lines) or "  (none)"
+        if self.pushed:
+            head = f"PUSHED model {model_name!r} version {self.version} to {self.destination}"
+        else:
+            reasons = "\n".join(f"  - {f}" for f in self.failures) or "  - (no reason recorded)"
+            head = f"NOT PUSHED: the candidate was not blessed by the Evaluator:\n{reasons}"
+        cached = f"\nre-used from cache: {', '.join(self.cached_nodes)}" if self.cached_nodes else ""
+        return (
+            f"{head}\nblessed: {'yes' if self.blessed else 'no'}\n"
+            f"evaluation metrics (eval split):\n{metrics}{cached}"
+        )
+
+
+def _store(metadata_path: str):
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = metadata_path
+    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(connection)
+
+
+def _latest_execution(store, pipeline_name: str, node_id: str):
+    context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
+    if context is None:
+        return None
+    executions = store.get_executions_by_context(context.id)
+    return max(executions, key=lambda e: e.id) if executions else None
+
+
+def _outputs(store, execution) -> dict[str, Any]:
+    from ml_metadata.proto import metadata_store_pb2
+
+    event_types = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+    events = [e for e in store.get_events_by_execution_ids([execution.id])
+              if e.type in event_types]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    return {e.path.steps[0].key: artifacts[e.artifact_id] for e in events if e.path.steps}
+
+
+def _slice_metrics(metrics_by_output: dict) -> dict[str, float]:
+    flat = {}
+    for output in metrics_by_output.values():
+        for sub_key, metrics in output.items():
+            for name, value in metrics.items():
+                if "doubleValue" in value:
+                    key = name if not sub_key else f"{name} ({sub_key})"
+                    flat[key] = float(value["doubleValue"])
+    return flat
+
+
+def summarize_run(pipeline_name: str, metadata_path: str) -> RunSummary:
+    """Reads the latest Evaluator and Pusher executions of a pipeline."""
+    import tensorflow_model_analysis as tfma
+    from ml_metadata.proto import metadata_store_pb2
+
+    store = _store(metadata_path)
+    cached = []
+    for node in ("CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "StrictExampleValidator",
+                 "Transform", "Trainer", "Evaluator", "AtomicPusher"):
+        execution = _latest_execution(store, pipeline_name, node)
+        if execution and execution.last_known_state == metadata_store_pb2.Execution.CACHED:
+            cached.append(node)
+
+    evaluator = _latest_execution(store, pipeline_name, "Evaluator")
+    metrics, baseline, failures, blessed = {}, {}, [], False
+    if evaluator is not None:
+        outputs = _outputs(store, evaluator)
+        evaluation, blessing = outputs.get("evaluation"), outputs.get("blessing")
+        if blessing is not None:
+            blessed = blessing.custom_properties["blessed"].int_value == 1
+        if evaluation is not None:
+            for model_name, target in (("candidate", metrics), ("baseline", baseline)):
+                try:
+                    result = tfma.load_eval_result(evaluation.uri, model_name=model_name)
+                except Exception:  # a run without baseline has no "baseline"/"candidate"
+                    result = tfma.load_eval_result(evaluation.uri) if model_name == "candidate" \
+                        else None
+                if result is not None and result.slicing_metrics:
+                    target.update(_slice_metrics(result.slicing_metrics[0][1]))
+            validation = tfma.load_validation_result(evaluation.uri)
+            for per_slice in validation.metric_validations_per_slice:
+                for failure in per_slice.failures:
+                    failures.append(
+                        f"{failure.metric_key.name}: {failure.metric_value.double_value.value:.4f}"
+                        f" fails {failure.message or 'its threshold'}"
+                    )
+    pusher = _latest_execution(store, pipeline_name, "AtomicPusher")
+    pushed, version, destination = False, None, None
+    if pusher is not None:
+        pushed_model = _outputs(store, pusher).get("pushed_model")
+        if pushed_model is not None:
+            props = pushed_model.custom_properties
+            pushed = props["pushed"].int_value == 1 if "pushed" in props else False
+            if pushed:
+                version = props["pushed_version"].string_value
+                destination = props["pushed_destination"].string_value
+    return RunSummary(pushed, blessed, version, destination, metrics, baseline, failures, cached)

