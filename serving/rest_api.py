@@ -1,0 +1,234 @@
+"""TF Serving's REST API (`/v1/models/...`) on the standard library's ThreadingHTTPServer.
+
+Routes, regular expressions, status codes and bodies follow TF Serving's
+`http_rest_api_handler.cc` / `http_rest_api_util.cc` / `http_server.cc`:
+
+    GET  /v1/models/{name}[/versions/{v} | /labels/{l}]            -> model status
+    GET  /v1/models/{name}[/versions/{v} | /labels/{l}]/metadata   -> signature defs
+    POST /v1/models/{name}[/versions/{v} | /labels/{l}]:predict    -> {"predictions"|"outputs"}
+    POST /v1/models/{name}[/versions/{v} | /labels/{l}]:classify   -> {"results": [[[label, score]]]}
+    POST /v1/models/{name}[/versions/{v} | /labels/{l}]:regress    -> {"results": [...]}
+
+Other `/v1/...` requests are "Malformed request" (400); paths outside `/v1/` are 404. Every
+error body is `{"error": "<message>"}`. The model name is URL-decoded and then only compared
+with the served name, never used as a path.
+
+One addition outside TF Serving's namespace: `GET /bertpipe/stats` returns the batching
+counters (model calls, requests and rows merged per call), used by tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import urllib.parse
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from google.protobuf import json_format
+
+from serving import json_tensor
+from serving.errors import ServingError, invalid_argument
+from serving.model_manager import ModelSpec
+from serving.prediction_service import PredictionService
+from serving.protos import serving_protos
+
+logger = logging.getLogger(__name__)
+
+_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
+_PREDICTION_PATH = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE,
+)
+_MODEL_STATUS_PATH = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE,
+)
+STATS_PATH = "/bertpipe/stats"
+_MAX_INT64 = 2**63 - 1
+
+
+def _message_to_dict(message, preserve_names: bool) -> dict:
+    """MessageToDict printing default-valued fields, as TF Serving's JSON printer does."""
+    try:
+        return json_format.MessageToDict(
+            message,
+            preserving_proto_field_name=preserve_names,
+            including_default_value_fields=True,
+        )
+    except TypeError:  # protobuf >= 5.26 renamed the option
+        return json_format.MessageToDict(
+            message,
+            preserving_proto_field_name=preserve_names,
+            always_print_fields_with_no_presence=True,
+        )
+
+
+def model_status_json(response) -> dict:
+    return _message_to_dict(response, preserve_names=False)
+
+
+def model_metadata_json(response) -> dict:
+    """{"model_spec": ..., "metadata": {"signature_def": SignatureDefMap}} like TF Serving."""
+    signature_map = serving_protos().get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(signature_map)
+    return {
+        "model_spec": _message_to_dict(response.model_spec, preserve_names=True),
+        "metadata": {"signature_def": _message_to_dict(signature_map, preserve_names=True)},
+    }
+
+
+def _model_spec(
+    name: str, version: str | None, label: str | None, signature_name: str = ""
+) -> ModelSpec:
+    parsed_version = None
+    if version:
+        parsed_version = int(version)
+        if parsed_version > _MAX_INT64:
+            raise invalid_argument(f"Failed to convert version: {version} to numeric.")
+    decoded_label = urllib.parse.unquote(label) if label else None
+    return ModelSpec(
+        urllib.parse.unquote(name or ""), parsed_version, decoded_label, signature_name
+    )
+
+
+class RestApi:
+    """Request -> (HTTP status, JSON body) for TF Serving's REST API."""
+
+    def __init__(self, service: PredictionService):
+        self.service = service
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+        try:
+            return 200, self._dispatch(method, path, body)
+        except ServingError as e:
+            return e.http_status, {"error": e.message}
+        except Exception as e:  # noqa: BLE001  (a bug must still answer the client)
+            logger.exception("Internal error on %s %s", method, path)
+            return 500, {"error": f"Internal error: {e}"}
+
+    def _dispatch(self, method: str, path: str, body: bytes) -> dict:
+        if method == "POST":
+            match = _PREDICTION_PATH.fullmatch(path)
+            if match:
+                name, version, label, verb = match.groups()
+                return self._post(verb.lower(), _model_spec(name, version, label), body)
+        elif method == "GET":
+            match = _MODEL_STATUS_PATH.fullmatch(path)
+            if match:
+                name, version, label, metadata = match.groups()
+                spec = _model_spec(name, version, label)
+                if not spec.name:
+                    raise invalid_argument("Missing model name in request.")
+                if metadata:
+                    return model_metadata_json(self.service.model_metadata(spec))
+                return model_status_json(self.service.model_status(spec))
+        raise invalid_argument(f"Malformed request: {method} {path}")
+
+    def _post(self, verb: str, spec: ModelSpec, body: bytes) -> dict:
+        document = json_tensor.parse_json_object(body)
+        spec = ModelSpec(
+            spec.name, spec.version, spec.version_label, json_tensor.signature_name_of(document)
+        )
+        if spec.version is not None and spec.version_label is not None:
+            raise invalid_argument(
+                f"Both model version ({spec.version}) and model version label "
+                f"({spec.version_label}) cannot be supplied."
+            )
+        if verb == "predict":
+            servable = self.service.manager.servable_for(spec)
+            signature_name = spec.signature_name or "serving_default"
+            if signature_name not in servable.signature_names:
+                raise invalid_argument(
+                    f'Serving signature name: "{signature_name}" not found in signature def'
+                )
+            specs = servable.input_specs(signature_name)
+            inputs, request_format = json_tensor.predict_request_to_arrays(
+                document, {alias: s.dtype for alias, s in specs.items()}
+            )
+            result = self.service.predict(spec, inputs, servable=servable)
+            return json_tensor.predict_response_json(result.outputs, request_format)
+        examples = json_tensor.examples_request_to_serialized(
+            document, serving_protos().example_pb2, verb
+        )
+        if verb == "classify":
+            return json_tensor.classify_response_json(
+                self.service.classify(spec, examples).classifications
+            )
+        return json_tensor.regress_response_json(self.service.regress(spec, examples).regressions)
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections
+    server_version = "bertpipe-model-server"
+    timeout = 120  # seconds an idle keep-alive connection may hold a thread
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002  (stdlib signature)
+        logger.debug("%s - %s", self.address_string(), format % args)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline().strip():  # trailers
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _reply(self, status: int, payload: dict) -> None:
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self) -> None:
+        try:
+            body = self._read_body()
+        except (ValueError, OSError):
+            self.close_connection = True
+            self._reply(400, {"error": "Malformed request body"})
+            return
+        path = urllib.parse.urlsplit(self.path).path
+        api: RestApi = self.server.api  # type: ignore[attr-defined]
+        if path == STATS_PATH and self.command == "GET":
+            self._reply(200, api.service.stats.as_dict())
+        elif not _PATH.fullmatch(path):
+            self._reply(HTTPStatus.NOT_FOUND, {"error": f"Not found: {path}"})
+        else:
+            self._reply(*api.handle(self.command, path, body))
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+
+
+class RestServer:
+    """TF Serving's REST API for `service` on host:port (port 0: any free port)."""
+
+    def __init__(self, service: PredictionService, host: str = "0.0.0.0", port: int = 8501):
+        self._httpd = ThreadingHTTPServer((host, port), _RequestHandler)
+        self._httpd.daemon_threads = True
+        self._httpd.block_on_close = False
+        self._httpd.api = RestApi(service)  # type: ignore[attr-defined]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="rest-server", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
