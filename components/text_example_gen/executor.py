@@ -108,9 +108,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 for split in input_config.splits
             ]
             hash_buckets = None
-        for split_input in inputs:
+        for split, split_input in zip(input_config.splits, inputs, strict=True):
             if not split_input.paths:
-                raise FileNotFoundError(f"no input file for split {split_input.name or 'input'} in {input_base}")
+                raise FileNotFoundError(f"no file matches {split.pattern!r} in {input_base}")
 
         examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
         logging.info("Ingesting %d text files into splits %s.", sum(len(i.paths) for i in inputs), split_names)
