@@ -6,6 +6,10 @@ rows are whole sentences (rows that are no substring of another row), and every 
 a substring of a held-out sentence is removed from the training pool.
 
     python data/make_sst2_sample.py ../shared/data/sst2/train.tsv data/sst2
+    python data/make_sst2_sample.py --full ../shared/data/sst2/train.tsv build/data/sst2_full
+
+`--full` keeps every training row that does not leak into the held-out sentences
+(configs/sst2_full.yaml), with the same eval and held-out slices.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 SEED = 20261123
 EVAL_SIZE = 872  # the size of GLUE's own SST-2 validation split
 HOLDOUT_SIZE = 872
-TRAIN_SIZE = 8000
+TRAIN_SIZE = 20000
 FULL_MIN_WORDS = 8
 
 
@@ -35,7 +39,7 @@ def write_csv(path: Path, rows: list[tuple[str, int]]) -> None:
         writer.writerows(rows)
 
 
-def main(source: str, out_dir: str) -> None:
+def main(source: str, out_dir: str, full: bool = False) -> None:
     rows = read_tsv(Path(source))
     rng = random.Random(SEED)
     long_rows = [r for r in rows if len(r[0].split()) >= FULL_MIN_WORDS]
@@ -53,12 +57,17 @@ def main(source: str, out_dir: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "train").mkdir(exist_ok=True)
     (out / "eval").mkdir(exist_ok=True)
-    write_csv(out / "train" / "train.csv", pool[:TRAIN_SIZE])
+    train_rows = pool if full else pool[:TRAIN_SIZE]
+    write_csv(out / "train" / "train.csv", train_rows)
     write_csv(out / "eval" / "eval.csv", eval_rows)
     write_csv(out / "holdout.csv", holdout_rows)
-    print(f"pool {len(pool)} rows; wrote train {TRAIN_SIZE}, eval {len(eval_rows)}, "
+    print(f"pool {len(pool)} rows; wrote train {len(train_rows)}, eval {len(eval_rows)}, "
           f"holdout {len(holdout_rows)} to {out}")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    args = sys.argv[1:]
+    full = "--full" in args
+    if full:
+        args.remove("--full")
+    main(args[0], args[1], full=full)

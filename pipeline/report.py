@@ -64,15 +64,38 @@ def _outputs(store, execution) -> dict[str, Any]:
     return {e.path.steps[0].key: artifacts[e.artifact_id] for e in events if e.path.steps}
 
 
-def _slice_metrics(metrics_by_output: dict) -> dict[str, float]:
-    flat = {}
-    for output in metrics_by_output.values():
-        for sub_key, metrics in output.items():
-            for name, value in metrics.items():
-                if "doubleValue" in value:
-                    key = name if not sub_key else f"{name} ({sub_key})"
-                    flat[key] = float(value["doubleValue"])
-    return flat
+def _metric_name(key) -> str:
+    return f"{key.name} (class {key.sub_key.class_id.value})" if key.sub_key.HasField(
+        "class_id") else key.name
+
+
+def read_metrics(evaluation_uri: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Overall-slice metrics of the candidate and (if evaluated) the baseline model."""
+    import tensorflow_model_analysis as tfma
+
+    candidate, baseline = {}, {}
+    for metrics_for_slice in tfma.load_metrics(evaluation_uri):
+        if metrics_for_slice.slice_key.single_slice_keys:
+            continue  # only the overall slice
+        for item in metrics_for_slice.metric_keys_and_values:
+            if item.key.is_diff or not item.value.HasField("double_value"):
+                continue
+            target = baseline if item.key.model_name == "baseline" else candidate
+            target[_metric_name(item.key)] = item.value.double_value.value
+    return candidate, baseline
+
+
+def _describe_failure(failure) -> str:
+    threshold = failure.metric_threshold
+    name = _metric_name(failure.metric_key)
+    value = failure.metric_value.double_value.value
+    if failure.metric_key.is_diff:
+        bound = threshold.change_threshold.absolute.value
+        return f"{name}: change vs the blessed baseline {value:+.4f} is not above {bound:+.4f}"
+    bounds = threshold.value_threshold
+    if bounds.HasField("lower_bound"):
+        return f"{name}: {value:.4f} is below the required {bounds.lower_bound.value:.4f}"
+    return f"{name}: {value:.4f} is above the allowed {bounds.upper_bound.value:.4f}"
 
 
 def summarize_run(pipeline_name: str, metadata_path: str) -> RunSummary:
@@ -96,21 +119,10 @@ def summarize_run(pipeline_name: str, metadata_path: str) -> RunSummary:
         if blessing is not None:
             blessed = blessing.custom_properties["blessed"].int_value == 1
         if evaluation is not None:
-            for model_name, target in (("candidate", metrics), ("baseline", baseline)):
-                try:
-                    result = tfma.load_eval_result(evaluation.uri, model_name=model_name)
-                except Exception:  # a run without baseline has no "baseline"/"candidate"
-                    result = tfma.load_eval_result(evaluation.uri) if model_name == "candidate" \
-                        else None
-                if result is not None and result.slicing_metrics:
-                    target.update(_slice_metrics(result.slicing_metrics[0][1]))
+            metrics, baseline = read_metrics(evaluation.uri)
             validation = tfma.load_validation_result(evaluation.uri)
             for per_slice in validation.metric_validations_per_slice:
-                for failure in per_slice.failures:
-                    failures.append(
-                        f"{failure.metric_key.name}: {failure.metric_value.double_value.value:.4f}"
-                        f" fails {failure.message or 'its threshold'}"
-                    )
+                failures.extend(_describe_failure(f) for f in per_slice.failures)
     pusher = _latest_execution(store, pipeline_name, "AtomicPusher")
     pushed, version, destination = False, None, None
     if pusher is not None:

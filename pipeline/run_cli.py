@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 
 from pipeline.config import ConfigError, load_config
 
@@ -14,7 +15,10 @@ from pipeline.config import ConfigError, load_config
 def _quiet_logs() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    # Google client libraries warn about Python versions on import, once per module.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
 
 
 def main(argv: list[str]) -> int:

