@@ -1,0 +1,54 @@
+"""The fine-tuning model: a BERT backbone with a classification head on the pooled output.
+
+The model maps the text encoder's output (`serving.text_encoder.BertTextEncoder`), a dict of
+int32 `token_ids`, `segment_ids` and `padding_mask` [batch, seq], to LOGITS
+[batch, num_classes]. The serving export (`serving.export`) applies the softmax; train with
+`keras.losses.SparseCategoricalCrossentropy(from_logits=True)`.
+
+Example:
+
+>>> import numpy as np
+>>> from bert_keras.backbone import ConfigurableBertBackbone
+>>> backbone = ConfigurableBertBackbone(
+...     vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
+...     intermediate_dim=32, max_sequence_length=12)
+>>> model = build_text_classifier(backbone, num_classes=3)
+>>> logits = model({
+...     "token_ids": np.ones((2, 12), "int32"),
+...     "segment_ids": np.zeros((2, 12), "int32"),
+...     "padding_mask": np.ones((2, 12), "int32")})
+>>> tuple(logits.shape)
+(2, 3)
+"""
+
+from __future__ import annotations
+
+import keras
+import keras_hub
+
+
+def build_text_classifier(
+    backbone: keras_hub.models.BertBackbone, num_classes: int, dropout: float = 0.1
+) -> keras.Model:
+    """A `keras_hub.models.BertTextClassifier` on `backbone`, without preprocessor.
+
+    Args:
+        backbone: a BERT backbone, e.g. from `bert_keras.checkpoint.load_backbone`.
+        num_classes: number of classes (>= 2; the export contract applies a softmax).
+        dropout: dropout rate on the pooled output, before the output Dense layer.
+
+    Returns:
+        The classifier: inputs `{token_ids, segment_ids, padding_mask}` int32 [batch, seq],
+        output logits [batch, num_classes] (no activation).
+    """
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    return keras_hub.models.BertTextClassifier(
+        backbone=backbone,
+        num_classes=num_classes,
+        preprocessor=None,
+        activation=None,
+        dropout=dropout,
+    )

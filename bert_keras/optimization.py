@@ -1,0 +1,86 @@
+"""BERT's fine-tuning optimizer: AdamW with linear warm-up then linear decay to zero.
+
+`LinearWarmupDecay` is the schedule of `transformers.get_linear_schedule_with_warmup` (the
+Hugging Face Trainer default), step for step: the learning rate at optimizer step `s` is
+`peak * s / warmup_steps` during warm-up (so 0 at the very first step), then
+`peak * (total_steps - s) / (total_steps - warmup_steps)`, never below 0.
+
+Example:
+
+>>> schedule = LinearWarmupDecay(peak_learning_rate=1e-3, total_steps=10, warmup_steps=2)
+>>> [round(float(schedule(step)), 6) for step in (0, 1, 2, 6, 10)]
+[0.0, 0.0005, 0.001, 0.0005, 0.0]
+>>> optimizer = build_adamw(peak_learning_rate=5e-5, total_steps=100, warmup_fraction=0.1)
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+# Variables whose name contains one of these get no weight decay (biases, LayerNorm).
+NO_DECAY_VARIABLE_NAMES = ("bias", "gamma", "beta")
+
+
+@keras.saving.register_keras_serializable(package="bert_keras")
+class LinearWarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to `peak_learning_rate`, then linear decay to 0 at `total_steps`.
+
+    Args:
+        peak_learning_rate: the learning rate at the end of warm-up.
+        total_steps: the number of optimizer steps of the whole training.
+        warmup_steps: the number of warm-up steps (0 for none).
+    """
+
+    def __init__(self, peak_learning_rate: float, total_steps: int, warmup_steps: int = 0):
+        if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
+            raise ValueError(
+                f"need 0 <= warmup_steps <= total_steps and total_steps >= 1, got "
+                f"warmup_steps={warmup_steps}, total_steps={total_steps}"
+            )
+        self.peak_learning_rate = float(peak_learning_rate)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warmup = step / max(self.warmup_steps, 1)
+        decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
+        fraction = ops.where(step < self.warmup_steps, warmup, ops.maximum(decay, 0.0))
+        return self.peak_learning_rate * fraction
+
+    def get_config(self) -> dict:
+        return {
+            "peak_learning_rate": self.peak_learning_rate,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+        }
+
+
+def build_adamw(
+    peak_learning_rate: float,
+    total_steps: int,
+    warmup_fraction: float = 0.1,
+    weight_decay: float = 0.01,
+    epsilon: float = 1e-6,
+    global_clipnorm: float | None = 1.0,
+) -> keras.optimizers.AdamW:
+    """AdamW on a `LinearWarmupDecay` schedule; no weight decay on biases and LayerNorm.
+
+    `warmup_steps = ceil(total_steps * warmup_fraction)`, as Hugging Face's `warmup_ratio`.
+    """
+    schedule = LinearWarmupDecay(
+        peak_learning_rate, total_steps, math.ceil(total_steps * warmup_fraction)
+    )
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=schedule,
+        weight_decay=weight_decay,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=epsilon,
+        global_clipnorm=global_clipnorm,
+    )
+    optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY_VARIABLE_NAMES))
+    return optimizer
