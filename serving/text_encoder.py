@@ -2,9 +2,10 @@
 
 One implementation serves the Transform component (training), the exported SavedModel
 (serving) and batch scoring, so the three can never tokenize differently. It uses only
-TensorFlow and tensorflow-text ops that stock TF Serving loads (CaseFoldUTF8, NormalizeUTF8,
+TensorFlow and tensorflow-text ops that stock TF Serving loads (core string ops, NormalizeUTF8,
 RegexSplitWithOffsets, FastWordpieceTokenizeWithOffsets): no Python at serving time, and the
-vocabulary is baked into the graph, so nothing is re-initialised per request.
+vocabulary is baked into the graph, so nothing is re-initialised per request. Token ids equal
+those of Hugging Face's BertTokenizerFast (tests/test_tokenizer_parity.py).
 
 Example:
 
@@ -20,6 +21,7 @@ import tensorflow_text as tf_text
 from tensorflow_text.python.ops.bert_tokenizer import BasicTokenizer
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+MAX_CHARS_PER_WORD = 100  # longer words become [UNK], as in BERT's WordPiece
 
 
 def read_vocabulary(path: str) -> list[str]:
@@ -55,17 +57,21 @@ class BertTextEncoder(tf.Module):
         self.pad_id = index["[PAD]"]
         self.cls_id = index["[CLS]"]
         self.sep_id = index["[SEP]"]
-        self._basic = BasicTokenizer(lower_case=lower_case, normalization_form="NFD")
+        # Splitting only: `normalize_text` does the cleaning and lower-casing.
+        self._basic = BasicTokenizer(lower_case=False, normalization_form=None)
         self._wordpiece = tf_text.FastWordpieceTokenizer(
             vocab=self.vocabulary,
             token_out_type=tf.int32,
             unknown_token="[UNK]",
             no_pretokenization=True,
+            max_bytes_per_word=4 * MAX_CHARS_PER_WORD,  # the limit is in characters, below
         )
 
     def tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
         """[batch] strings -> ragged [batch, (pieces)] int32 WordPiece ids (no specials)."""
-        words = self._basic.tokenize(texts)  # [batch, (words)]
+        words = self._basic.tokenize(normalize_text(texts, self.lower_case))  # [batch, (words)]
+        too_long = tf.strings.length(words.flat_values, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD
+        words = words.with_flat_values(tf.where(too_long, "[UNK]", words.flat_values))
         pieces = self._wordpiece.tokenize(words)  # [batch, (words), (pieces)]
         return pieces.merge_dims(-2, -1)
 
@@ -92,6 +98,25 @@ class BertTextEncoder(tf.Module):
             "segment_ids": tf.cast(segment_ids, tf.int32),
             "padding_mask": tf.cast(padding_mask, tf.int32),
         }
+
+
+def normalize_text(texts: tf.Tensor, lower_case: bool) -> tf.Tensor:
+    """Normalizes [batch] strings as BERT's tokenizers do (HF `BertNormalizer`).
+
+    Drops NUL, U+FFFD and control/format characters, maps whitespace to spaces and, for
+    uncased vocabularies, strips accents (NFD, drop non-spacing marks) and lower-cases
+    character by character. Not tf.text's `case_fold_utf8`: that is NFKC case folding, which
+    rewrites "…", "ß", "™", "ﬁ", full-width letters... unlike the tokenizer BERT was trained with.
+    """
+    texts = tf.strings.regex_replace(texts, r"[^\P{C}\t\n\r]|\x{FFFD}", "")
+    texts = tf.strings.regex_replace(texts, r"[\t\n\r\p{Z}]", " ")
+    if lower_case:
+        texts = tf_text.normalize_utf8(texts, "NFD")
+        texts = tf.strings.regex_replace(texts, r"\p{Mn}", "")
+        # ICU lower-cases a word-final capital sigma to "ς"; BERT's per-character lower() to "σ".
+        texts = tf.strings.regex_replace(texts, "\u03a3", "\u03c3")
+        texts = tf.strings.lower(texts, encoding="utf-8")
+    return texts
 
 
 def _keep_first(pieces: tf.RaggedTensor, counts: tf.Tensor) -> tf.RaggedTensor:
