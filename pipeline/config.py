@@ -106,7 +106,77 @@ class FinetuneConfig:
         return os.path.join(self.serving.serving_dir, self.serving.model_name)
 
 
-CONFIG_KINDS: dict[str, type] = {"finetune": FinetuneConfig}
+@dataclass
+class TextSection:
+    input_dir: str
+    # Glob under input_dir; may hold {SPAN} (and {VERSION}): each run takes the newest span.
+    input_pattern: str = "*.txt"
+    document_mode: Literal["file", "blank_line", "regex"] = "file"
+    document_start_regex: str = ""  # for document_mode "regex", e.g. "^CHAPTER [IVXLC0-9]+"
+    sentence_splitting: Literal["rules", "line"] = "rules"
+    max_line_bytes: int = 65536
+    eval_fraction: float = 0.1
+
+
+@dataclass
+class VocabularySection:
+    size: int = 8000
+    lower_case: bool = True
+    import_path: str | None = None  # a vocab.txt to use instead of learning one
+
+
+@dataclass
+class PretrainingExamplesSection:
+    max_seq_length: int = 128
+    max_predictions_per_seq: int = 20
+    masked_lm_prob: float = 0.15
+    short_seq_prob: float = 0.1
+    dupe_factor: int = 5
+    whole_word_masking: bool = False
+    seed: int = 12345
+
+
+@dataclass
+class EncoderSection:
+    num_layers: int = 2
+    num_heads: int = 2
+    hidden_dim: int = 128
+    intermediate_dim: int = 512
+    dropout: float = 0.1
+    init_checkpoint: str | None = None  # continue pretraining a checkpoint (same vocabulary)
+
+
+@dataclass
+class PretrainingSection:
+    batch_size: int = 32
+    train_steps: int = 1000
+    checkpoint_every: int = 100
+    learning_rate: float = 1e-4
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    eval_batches: int = 20
+    mixed_precision: bool = False  # bfloat16 compute (GPUs/TPUs)
+    jit_compile: bool = False  # XLA
+    seed: int = 42
+
+
+@dataclass
+class PretrainConfig:
+    pipeline: PipelineSection
+    text: TextSection
+    encoder_dir: str  # encoder checkpoints are pushed to <encoder_dir>/<version>/
+    kind: Literal["pretrain"] = "pretrain"
+    vocabulary: VocabularySection = field(default_factory=VocabularySection)
+    examples: PretrainingExamplesSection = field(default_factory=PretrainingExamplesSection)
+    encoder: EncoderSection = field(default_factory=EncoderSection)
+    training: PretrainingSection = field(default_factory=PretrainingSection)
+
+    @property
+    def metadata_path(self) -> str:
+        return self.pipeline.metadata_path or os.path.join(self.pipeline.root, "metadata.sqlite")
+
+
+CONFIG_KINDS: dict[str, type] = {"finetune": FinetuneConfig, "pretrain": PretrainConfig}
 
 # Fields holding filesystem paths (dotted), resolved against the config file's directory.
 PATH_FIELDS = (
@@ -115,6 +185,10 @@ PATH_FIELDS = (
     "data.input_dir",
     "model.checkpoint",
     "serving.serving_dir",
+    "text.input_dir",
+    "vocabulary.import_path",
+    "encoder.init_checkpoint",
+    "encoder_dir",
 )
 
 
@@ -208,16 +282,38 @@ def _build(cls: type, values: Any, prefix: str, source: str) -> Any:
 
 def _resolve_paths(config: Any, base_dir: str) -> None:
     for dotted in PATH_FIELDS:
-        section_name, _, name = dotted.partition(".")
-        section = getattr(config, section_name, None)
+        section_name, _, name = dotted.rpartition(".")
+        section = getattr(config, section_name, None) if section_name else config
         value = getattr(section, name, None) if section is not None else None
         if isinstance(value, str) and "://" not in value and not value.startswith("package:"):
             setattr(section, name, os.path.normpath(os.path.join(base_dir, value)))
 
 
-def _check(config: FinetuneConfig, source: str) -> None:
+def _check_pretrain(config: PretrainConfig, fail) -> None:
+    examples, training = config.examples, config.training
+    if not 8 <= examples.max_seq_length <= 512:
+        fail("examples.max_seq_length", "must be between 8 and 512")
+    if not 0.0 < examples.masked_lm_prob < 1.0:
+        fail("examples.masked_lm_prob", "must be in (0, 1)")
+    if examples.dupe_factor < 1:
+        fail("examples.dupe_factor", "must be positive")
+    if config.encoder.hidden_dim % config.encoder.num_heads:
+        fail("encoder.hidden_dim", "must be a multiple of encoder.num_heads")
+    if training.checkpoint_every < 1 or training.train_steps % training.checkpoint_every:
+        fail("training.train_steps", "must be a positive multiple of training.checkpoint_every")
+    if not 0.0 < config.text.eval_fraction < 1.0:
+        fail("text.eval_fraction", "must be in (0, 1)")
+    if config.text.document_mode == "regex" and not config.text.document_start_regex:
+        fail("text.document_start_regex", "is required with document_mode: regex")
+
+
+def _check(config, source: str) -> None:
     def fail(key: str, message: str) -> None:
         raise ConfigError(f"{source}: {key}: {message}")
+
+    if isinstance(config, PretrainConfig):
+        _check_pretrain(config, fail)
+        return
 
     if len(config.data.classes) < 2:
         fail("data.classes", "needs at least two class names")
@@ -241,7 +337,7 @@ def _check(config: FinetuneConfig, source: str) -> None:
         fail("serving.model_name", "must be a plain name (no '/', not starting with '.')")
 
 
-def load_config(path: str) -> FinetuneConfig:
+def load_config(path: str) -> FinetuneConfig | PretrainConfig:
     """Reads and validates a pipeline config; raises ConfigError with a one-line message."""
     try:
         with open(path, encoding="utf-8") as f:

@@ -45,6 +45,19 @@ def checkpoint_lower_case(checkpoint_dir: str) -> bool:
     return True
 
 
+def checkpoint_directory(spec: str) -> str:
+    """Resolves `model.checkpoint`; a base path of pushed versions gives its newest version."""
+    from bert_keras.checkpoint import resolve_checkpoint
+
+    path = resolve_checkpoint(spec)
+    is_checkpoint = any(os.path.exists(os.path.join(path, name))
+                        for name in ("encoder.json", "config.json"))
+    versions = [name for name in os.listdir(path) if name.isdigit()]
+    if not is_checkpoint and versions:
+        return os.path.join(path, max(versions, key=int))
+    return path
+
+
 def module_config(config: FinetuneConfig, checkpoint_dir: str) -> dict:
     """The `custom_config` shared by Transform and Trainer."""
     lower_case = config.model.lower_case
@@ -121,13 +134,12 @@ def create_pipeline(config: FinetuneConfig, enable_cache: bool | None = None):
     """Builds the TFX pipeline object (imports TFX: ~40 s the first time)."""
     from tfx import v1 as tfx
 
-    from bert_keras.checkpoint import resolve_checkpoint
     from components.atomic_pusher.component import AtomicPusher
     from components.strict_example_validator.component import StrictExampleValidator
     from pipeline.schema import write_schema
 
     root = config.pipeline.root
-    checkpoint_dir = resolve_checkpoint(config.model.checkpoint)
+    checkpoint_dir = checkpoint_directory(config.model.checkpoint)
     custom_config = module_config(config, checkpoint_dir)
 
     example_gen = tfx.components.CsvExampleGen(

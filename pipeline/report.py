@@ -16,6 +16,7 @@ class RunSummary:
     baseline_metrics: dict[str, float]
     failures: list[str]  # why the candidate was not blessed
     cached_nodes: list[str]
+    already_served: bool = False  # identical to the newest version: nothing new pushed
 
     def render(self, model_name: str) -> str:
         lines = []
@@ -24,7 +25,10 @@ class RunSummary:
             versus = f"   (blessed baseline: {baseline:.4f})" if baseline is not None else ""
             lines.append(f"  {name:<28} {value:.4f}{versus}")
         metrics = "\n".join(lines) or "  (none)"
-        if self.pushed:
+        if self.pushed and self.already_served:
+            head = (f"UNCHANGED: model {model_name!r} is identical to version {self.version}, "
+                    f"already at {self.destination}; nothing new pushed")
+        elif self.pushed:
             head = f"PUSHED model {model_name!r} version {self.version} to {self.destination}"
         else:
             reasons = "\n".join(f"  - {f}" for f in self.failures) or "  - (no reason recorded)"
@@ -124,7 +128,7 @@ def summarize_run(pipeline_name: str, metadata_path: str) -> RunSummary:
             for per_slice in validation.metric_validations_per_slice:
                 failures.extend(_describe_failure(f) for f in per_slice.failures)
     pusher = _latest_execution(store, pipeline_name, "AtomicPusher")
-    pushed, version, destination = False, None, None
+    pushed, version, destination, already_served = False, None, None, False
     if pusher is not None:
         pushed_model = _outputs(store, pusher).get("pushed_model")
         if pushed_model is not None:
@@ -133,4 +137,43 @@ def summarize_run(pipeline_name: str, metadata_path: str) -> RunSummary:
             if pushed:
                 version = props["pushed_version"].string_value
                 destination = props["pushed_destination"].string_value
-    return RunSummary(pushed, blessed, version, destination, metrics, baseline, failures, cached)
+                already_served = props["already_served"].int_value == 1 \
+                    if "already_served" in props else False
+    return RunSummary(pushed, blessed, version, destination, metrics, baseline, failures, cached,
+                      already_served)
+
+
+def _pushed_model(store, pipeline_name: str):
+    pusher = _latest_execution(store, pipeline_name, "AtomicPusher")
+    if pusher is None:
+        return None
+    pushed_model = _outputs(store, pusher).get("pushed_model")
+    if pushed_model is None or pushed_model.custom_properties["pushed"].int_value != 1:
+        return None
+    props = pushed_model.custom_properties
+    return props["pushed_version"].string_value, props["pushed_destination"].string_value
+
+
+def summarize_pretraining(pipeline_name: str, metadata_path: str) -> str:
+    """Where the encoder checkpoint went, and its metrics before and after pretraining."""
+    import json
+    import os
+
+    pushed = _pushed_model(_store(metadata_path), pipeline_name)
+    if pushed is None:
+        return "NOT PUSHED: no encoder checkpoint was pushed"
+    version, destination = pushed
+    with open(os.path.join(destination, "pretraining_metrics.json"), encoding="utf-8") as f:
+        metrics = json.load(f)
+    rows = [("masked-LM accuracy", "mlm_logits_accuracy"),
+            ("next-sentence accuracy", "nsp_logits_accuracy"), ("loss", "loss")]
+    lines = [f"PUSHED encoder checkpoint version {version} to {destination}",
+             f"optimizer steps: {metrics['optimizer_steps']}"
+             + (f" (resumed from step {metrics['resumed_from_step']})"
+                if metrics["resumed_from_step"] else "")]
+    for label, key in rows:
+        before, after = metrics["initial"].get(key), metrics["final"].get(key)
+        if before is not None and after is not None:
+            lines.append(f"  {label:<24} before {before:.4f}   after {after:.4f}")
+    lines.append(f"fine-tune from it with model.checkpoint: {os.path.dirname(destination)}")
+    return "\n".join(lines)

@@ -46,8 +46,11 @@ def main(argv: list[str]) -> int:
           flush=True)
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
-    from pipeline.finetune import create_pipeline
-    from pipeline.report import summarize_run
+    if config.kind == "pretrain":
+        from pipeline.pretrain import create_pipeline
+    else:
+        from pipeline.finetune import create_pipeline
+    from pipeline.report import summarize_pretraining, summarize_run
 
     enable_cache = False if args.no_cache else None
     try:
@@ -56,7 +59,10 @@ def main(argv: list[str]) -> int:
         print(f"bertpipe: pipeline {config.pipeline.name!r} stopped: "
               f"{type(error).__name__}: {error}", file=sys.stderr)
         return 1
-    summary = summarize_run(config.pipeline.name, config.metadata_path)
-    print(summary.render(config.serving.model_name))
+    if config.kind == "pretrain":
+        print(summarize_pretraining(config.pipeline.name, config.metadata_path))
+    else:
+        summary = summarize_run(config.pipeline.name, config.metadata_path)
+        print(summary.render(config.serving.model_name))
     print(f"finished in {time.time() - started:.0f} s")
     return 0

@@ -4,11 +4,13 @@ TFX's Pusher copies the SavedModel file by file into `<base>/<version>/` (saved_
 last), so a model server polling the base path can see a half-written version. Here the
 model is copied to a hidden sibling (`.<version>.incomplete`, which TF Serving ignores:
 it is not an integer) and renamed into place in one step. Versions are Unix seconds,
-bumped if needed so that every push is newer than the newest version already there.
+bumped if needed so that every push is newer than the newest version already there; a
+model identical to the newest version (an unchanged re-run) is not pushed again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -27,16 +29,48 @@ def next_version(base_directory: str, now: int | None = None) -> int:
     return max([int(time.time()) if now is None else now, *[v + 1 for v in existing]])
 
 
-def push_atomically(model_path: str, base_directory: str) -> tuple[str, str]:
-    """Copies a SavedModel directory to `<base>/<version>/` atomically; returns both."""
+def directory_digest(path: str) -> str:
+    """sha256 over a directory's relative file names and contents."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            file_path = os.path.join(root, name)
+            digest.update(os.path.relpath(file_path, path).encode() + b"\0")
+            with open(file_path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def newest_version(base_directory: str) -> str | None:
+    versions = [name for name in os.listdir(base_directory) if name.isdigit()]
+    return max(versions, key=int) if versions else None
+
+
+def push_atomically(model_path: str, base_directory: str) -> tuple[str, str, bool]:
+    """Copies a SavedModel directory to `<base>/<version>/` atomically.
+
+    Returns (destination, version, is_new). A model identical to the newest version already
+    there (an unchanged re-run) is not pushed again: that version is returned.
+    """
     os.makedirs(base_directory, exist_ok=True)
+    newest = newest_version(base_directory)
+    if newest is not None:
+        newest_path = os.path.join(base_directory, newest)
+        if directory_digest(newest_path) == directory_digest(model_path):
+            return newest_path, newest, False
     version = str(next_version(base_directory))
     staging = os.path.join(base_directory, f".{version}.incomplete")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(model_path, staging)
     destination = os.path.join(base_directory, version)
     os.rename(staging, destination)  # atomic on one filesystem; fails if it exists
-    return destination, version
+    return destination, version, True
+
+
+# Custom property of the pushed model: 1 when an identical version was already there.
+ALREADY_SERVED_KEY = "already_served"
 
 
 class Executor(pusher_executor.Executor):
@@ -63,7 +97,8 @@ class Executor(pusher_executor.Executor):
             self._MarkNotPushed(model_push)
             return None
         model_path = self.GetModelPath(input_dict)
-        destination, version = push_atomically(model_path, base_directory)
+        destination, version, is_new = push_atomically(model_path, base_directory)
         io_utils.copy_dir(model_path, model_push.uri)  # the archive copy TFX keeps
         self._MarkPushed(model_push, pushed_destination=destination, pushed_version=version)
+        model_push.set_int_custom_property(ALREADY_SERVED_KEY, int(not is_new))
         return None

@@ -11,6 +11,7 @@ from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
+from tfx.utils import io_utils
 
 from components import common
 from components.pretraining_examples import pretraining_data
@@ -30,6 +31,7 @@ DUPE_FACTOR_KEY = "dupe_factor"
 WHOLE_WORD_MASKING_KEY = "whole_word_masking"
 RANDOM_SEED_KEY = "random_seed"
 NUM_SHARDS_KEY = "num_shards"
+VOCABULARY_SUBDIR = "vocabulary"
 
 
 def config_from_exec_properties(exec_properties: dict[str, Any]) -> pretraining_data.PretrainingConfig:
@@ -79,6 +81,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         # tools that only get the examples, next to the splits too.
         pretraining_data.write_schema(config, schema_uri)
         pretraining_data.write_schema(config, output.uri)
+        # The ids mean nothing without their vocabulary: keep it with the examples, where a
+        # Trainer (whose inputs are examples and schema) finds it.
+        io_utils.copy_dir(vocabulary_dir, os.path.join(output.uri, VOCABULARY_SUBDIR))
         output.split_names = artifact_utils.encode_split_names(splits)
         examples_utils.set_payload_format(output, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(output, "tfrecords_gzip")

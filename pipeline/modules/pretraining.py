@@ -1,0 +1,184 @@
+"""Trainer function of the pretraining pipeline: masked-LM + next-sentence BERT pretraining.
+
+Training is cut into "epochs" of `checkpoint_every` steps over a repeated dataset, and
+Keras's `BackupAndRestore` saves weights and optimizer state (step counter included) after
+each. The backup lives outside the execution's output, under a key derived from the inputs
+and settings, so when a run is interrupted and the pipeline is run again, the new Trainer
+execution resumes from the last checkpoint instead of starting over.
+
+The output (the Trainer's Model artifact) is an encoder checkpoint in bertpipe's format
+(`encoder.json`, `encoder.weights.h5`, `vocab.txt`) plus `pretraining_metrics.json`;
+the fine-tuning pipeline warm-starts from it through `bert_keras.checkpoint.load_backbone`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+GOOGLE_TO_KERAS = {"input_ids": "token_ids", "input_mask": "padding_mask",
+                   "segment_ids": "segment_ids"}
+METRICS_FILE = "pretraining_metrics.json"
+
+
+def _feature_spec(max_seq_length: int, max_predictions: int) -> dict:
+    fixed = tf.io.FixedLenFeature
+    return {
+        "input_ids": fixed([max_seq_length], tf.int64),
+        "input_mask": fixed([max_seq_length], tf.int64),
+        "segment_ids": fixed([max_seq_length], tf.int64),
+        "masked_lm_positions": fixed([max_predictions], tf.int64),
+        "masked_lm_ids": fixed([max_predictions], tf.int64),
+        "masked_lm_weights": fixed([max_predictions], tf.float32),
+        "next_sentence_label": fixed([1], tf.int64),
+    }
+
+
+def _expand(patterns: list[str]) -> list[str]:
+    files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no pretraining examples match {patterns}")
+    return files
+
+
+def make_dataset(files: list[str], config: dict[str, Any], training: bool) -> tf.data.Dataset:
+    """Pretraining tf.Examples -> Keras (x, y, sample_weight) batches, int32 features."""
+    from bert_keras.pretrainer import split_pretraining_features
+
+    spec = _feature_spec(config["max_seq_length"], config["max_predictions_per_seq"])
+    dataset = tf.data.TFRecordDataset(_expand(files), compression_type="GZIP")
+    if training:
+        dataset = dataset.shuffle(10_000, seed=config["seed"]).repeat()
+    dataset = dataset.batch(config["batch_size"], drop_remainder=training)
+
+    def parse(records):
+        parsed = tf.io.parse_example(records, spec)
+        features = {GOOGLE_TO_KERAS.get(k, k): v for k, v in parsed.items()}
+        features = {k: v if v.dtype == tf.float32 else tf.cast(v, tf.int32)
+                    for k, v in features.items()}
+        features["next_sentence_label"] = tf.reshape(features["next_sentence_label"], [-1])
+        return split_pretraining_features(features)
+
+    return dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def backup_directory(config: dict[str, Any], examples_uri: str) -> str:
+    """A stable directory for training checkpoints of these inputs and settings."""
+    key = json.dumps({**config, "examples": examples_uri}, sort_keys=True)
+    return os.path.join(config["backup_root"], hashlib.sha256(key.encode()).hexdigest()[:16])
+
+
+def _examples_root(train_files: list[str]) -> str:
+    # .../PretrainingExampleGen/pretraining_examples/<id>/Split-train/*
+    return os.path.dirname(train_files[0].rstrip("*").rstrip("/"))
+
+
+def _build_model(config: dict[str, Any], vocabulary: list[str]):
+    from bert_keras.backbone import ConfigurableBertBackbone
+    from bert_keras.checkpoint import load_backbone, resolve_checkpoint
+    from bert_keras.pretrainer import BertPretrainer
+
+    if config.get("init_checkpoint"):
+        backbone, init_vocabulary, _ = load_backbone(
+            resolve_checkpoint(config["init_checkpoint"]), dropout=config["dropout"]
+        )
+        if init_vocabulary != vocabulary:
+            raise ValueError(
+                f"init_checkpoint {config['init_checkpoint']!r} has another vocabulary than "
+                "the pretraining examples: import its vocab.txt in the vocabulary section"
+            )
+    else:
+        backbone = ConfigurableBertBackbone(
+            vocabulary_size=len(vocabulary),
+            num_layers=config["num_layers"],
+            num_heads=config["num_heads"],
+            hidden_dim=config["hidden_dim"],
+            intermediate_dim=config["intermediate_dim"],
+            max_sequence_length=config["max_seq_length"],
+            dropout=config["dropout"],
+        )
+    return backbone, BertPretrainer(backbone)
+
+
+class CheckpointLog(keras.callbacks.Callback):
+    """Prints each saved checkpoint's step and metrics (the resume test waits for it)."""
+
+    def __init__(self, every: int):
+        super().__init__()
+        self.every = every
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items())
+        print(f"pretraining: checkpoint saved at step {(epoch + 1) * self.every}: {metrics}",
+              flush=True)
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point: pretrain (or resume), evaluate, write the encoder checkpoint."""
+    from bert_keras.checkpoint import save_encoder_checkpoint
+    from bert_keras.optimization import build_adamw
+    from components.wordpiece_vocab.vocab_learning import read_vocabulary_dir
+
+    config = fn_args.custom_config
+    keras.utils.set_random_seed(config["seed"])
+    if config["mixed_precision"]:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    examples_root = _examples_root(fn_args.train_files)
+    vocabulary, lower_case = read_vocabulary_dir(os.path.join(examples_root, "vocabulary"))
+    backbone, model = _build_model(config, vocabulary)
+    steps, every = config["train_steps"], config["checkpoint_every"]
+    model.compile(
+        optimizer=build_adamw(config["learning_rate"], steps, config["warmup_fraction"],
+                              config["weight_decay"]),
+        jit_compile=config["jit_compile"],
+    )
+    eval_data = make_dataset(fn_args.eval_files, config, training=False).take(
+        config["eval_batches"])
+    train_data = make_dataset(fn_args.train_files, config, training=True)
+    model(next(iter(train_data))[0])  # build, so BackupAndRestore can load into it
+
+    backup_dir = backup_directory(config, examples_root)
+    os.makedirs(backup_dir, exist_ok=True)
+    initial_metrics_path = os.path.join(backup_dir, "initial_metrics.json")
+    metadata_path = os.path.join(backup_dir, "training_metadata.json")
+    resumed_step = 0
+    if os.path.exists(metadata_path):
+        with open(metadata_path) as f:
+            resumed_step = json.load(f)["epoch"] * every
+        print(f"pretraining: resuming from the checkpoint at step {resumed_step} "
+              f"in {backup_dir}", flush=True)
+    if os.path.exists(initial_metrics_path):
+        with open(initial_metrics_path) as f:
+            initial = json.load(f)
+    else:
+        initial = model.evaluate(eval_data, return_dict=True, verbose=0)
+        with open(initial_metrics_path, "w") as f:
+            json.dump(initial, f)
+    logging.info("pretraining: %d steps, checkpoint every %d, backup in %s", steps, every,
+                 backup_dir)
+    model.fit(
+        train_data.skip(resumed_step),  # do not train twice on the batches already seen
+        steps_per_epoch=every,
+        epochs=steps // every,
+        callbacks=[
+            keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch",
+                                             delete_checkpoint=False),
+            CheckpointLog(every),
+        ],
+        verbose=0,
+    )
+    final = model.evaluate(eval_data, return_dict=True, verbose=0)
+    trained_steps = int(model.optimizer.iterations.numpy())
+    save_encoder_checkpoint(backbone, vocabulary, lower_case, fn_args.serving_model_dir)
+    report = {"initial": initial, "final": final, "optimizer_steps": trained_steps,
+              "resumed_from_step": resumed_step}
+    with tf.io.gfile.GFile(os.path.join(fn_args.serving_model_dir, METRICS_FILE), "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"pretraining: done after {trained_steps} optimizer steps; "
+          f"eval before {initial} after {final}", flush=True)
