@@ -85,7 +85,7 @@ class BertTextEncoder(tf.Module):
         if second_texts is not None:
             segments.append(self.tokenize(second_texts))
         budget = self.max_seq_length - 1 - len(segments)  # [CLS] + one [SEP] per segment
-        segments = _trim_round_robin(segments, budget)
+        segments = _trim_longest_first(segments, budget)
         token_ids, segment_ids = tf_text.combine_segments(
             segments, start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id
         )
@@ -124,11 +124,13 @@ def _keep_first(pieces: tf.RaggedTensor, counts: tf.Tensor) -> tf.RaggedTensor:
     return tf.ragged.boolean_mask(pieces, positions < tf.expand_dims(counts, 1))
 
 
-def _trim_round_robin(segments: list[tf.RaggedTensor], budget: int) -> list[tf.RaggedTensor]:
-    """Trims segments to `budget` pieces in all, taking from the longer one first.
+def _trim_longest_first(segments: list[tf.RaggedTensor], budget: int) -> list[tf.RaggedTensor]:
+    """Trims segments to `budget` pieces in all, always from the longer one.
 
-    Same result as `tf_text.RoundRobinTrimmer`, built from core ops: its kernel
-    (TFText>RoundRobinTrim) is newer than the tf.text ops that TF Serving builds link.
+    Hugging Face's `truncation="longest_first"`: when both segments are over half the budget,
+    an odd piece goes to the longer one (the second on a tie). Built from core ops; tf.text's
+    RoundRobinTrimmer differs on odd budgets, and its kernel (TFText>RoundRobinTrim) is newer
+    than the tf.text ops that TF Serving builds link.
     """
     if len(segments) == 1:
         return [segments[0][:, :budget]]
@@ -136,6 +138,7 @@ def _trim_round_robin(segments: list[tf.RaggedTensor], budget: int) -> list[tf.R
     first_length = first.row_lengths()
     second_length = second.row_lengths()
     budget = tf.constant(budget, dtype=first_length.dtype)
-    first_keep = tf.minimum(first_length, tf.maximum(budget - second_length, (budget + 1) // 2))
+    first_half = tf.where(first_length > second_length, (budget + 1) // 2, budget // 2)
+    first_keep = tf.minimum(first_length, tf.maximum(budget - second_length, first_half))
     second_keep = tf.minimum(second_length, budget - first_keep)
     return [_keep_first(first, first_keep), _keep_first(second, second_keep)]

@@ -153,25 +153,18 @@ def test_special_token_strings_in_the_text_are_plain_text(encoder, hf_tokenizer)
     assert 103 not in _encode(encoder, text)["token_ids"]  # [MASK]
 
 
-# Pair truncation on a grid of segment lengths (one WordPiece per word). For an odd budget
-# (max_length - 3) with both segments over half of it, HF (Rust `tokenizers`) gives the extra
-# piece to the LONGER segment (the second on a tie); the encoder gives it to the first.
-_KNOWN_ODD_BUDGET_MISMATCH = pytest.mark.xfail(
-    strict=True,
-    reason="text_encoder._trim_round_robin gives the odd piece to the first segment; HF "
-    "longest_first gives it to the longer one (second on ties)",
-)
+# Pair truncation on a grid of segment lengths (one WordPiece per word): even and odd budgets
+# (max_length - 3), where an odd piece goes to the longer segment (the second on a tie).
 
 
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(name, marks=_KNOWN_ODD_BUDGET_MISMATCH if name.startswith("long_long") else ())
-        for name in sorted(HARD_PAIRS)
+        pytest.param(name) for name in sorted(HARD_PAIRS)
     ],
 )
 def test_hard_pairs_truncated_longest_first(encoder, hf_tokenizer, name):
-    """max_length 128: the pair budget is 125 pieces, odd, so long/long pairs hit the bug."""
+    """max_length 128: the pair budget is 125 pieces, odd."""
     first, second = HARD_PAIRS[name]
     ours = _encode(encoder, [first], [second])
     reference = _reference(hf_tokenizer, [first], [second])
@@ -182,9 +175,8 @@ def test_hard_pairs_truncated_longest_first(encoder, hf_tokenizer, name):
     "max_length, lengths",
     [
         pytest.param(17, range(0, 20), id="even_budget_14"),
-        pytest.param(128, [0, 1, 30, 62, 63, 64, 90, 130], id="odd_budget_125",
-                     marks=_KNOWN_ODD_BUDGET_MISMATCH),
-        pytest.param(16, range(0, 20), id="odd_budget_13", marks=_KNOWN_ODD_BUDGET_MISMATCH),
+        pytest.param(128, [0, 1, 30, 62, 63, 64, 90, 130], id="odd_budget_125"),
+        pytest.param(16, range(0, 20), id="odd_budget_13"),
     ],
 )
 def test_pair_truncation_grid(encoder, hf_tokenizer, max_length, lengths):
