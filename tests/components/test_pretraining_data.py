@@ -6,7 +6,11 @@ MiniLM uncased vocabulary), one document per chapter.
 
 from __future__ import annotations
 
+import json
 import random
+import statistics
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -196,6 +200,84 @@ def test_whole_word_masking_masks_all_pieces_of_a_word(
     assert masked / sum(len(i.input_ids) - 3 for i in instances) == pytest.approx(0.15, abs=0.005)
     # Without it, words are split by masking: the check above can fail.
     assert _partially_masked_words(default_run["instances"], vocab_info)[0] > 500
+
+
+# Runs Google's own recipe functions (bert-tensorflow 1.0.4, unmodified) on documents given
+# as token strings, in a subprocess: its import defines absl flags ("max_seq_length"...) that
+# must not collide with other code in the test process. TensorFlow is stubbed: the recipe
+# functions used here never touch it, and importing it would take seconds.
+_GOOGLE_RECIPE = """
+import json, random, sys, types
+from absl import flags
+tf = types.ModuleType("tensorflow.compat.v1"); tf.flags = flags
+compat = types.ModuleType("tensorflow.compat"); compat.v1 = tf
+root = types.ModuleType("tensorflow"); root.compat = compat
+sys.modules.update({"tensorflow": root, "tensorflow.compat": compat, "tensorflow.compat.v1": tf})
+from bert import create_pretraining_data as google
+request = json.load(sys.stdin)
+documents, vocab = request["documents"], request["vocab"]
+results = []
+for seed in request["seeds"]:
+    rng = random.Random(seed)
+    instances = []
+    for index in range(len(documents)):
+        instances += google.create_instances_from_document(
+            documents, index, 128, 0.1, 0.15, 20, vocab, rng)
+    results.append([len(instances), sum(i.is_random_next for i in instances),
+                    sum(len(i.tokens) for i in instances),
+                    sum(len(i.masked_lm_positions) for i in instances)])
+json.dump(results, sys.stdout)
+"""
+
+
+def _recipe_statistics(results: list[list[int]]) -> dict[str, float]:
+    return {
+        "instances": statistics.mean(r[0] for r in results),
+        "random_next": statistics.mean(r[1] / r[0] for r in results),
+        "tokens_per_instance": statistics.mean(r[2] / r[0] for r in results),
+        "masked_per_instance": statistics.mean(r[3] / r[0] for r in results),
+    }
+
+
+def test_recipe_matches_googles_reference_across_seeds(default_run, minilm_vocab, vocab_info):
+    """Same tokenized documents, 16 seeds each: the two implementations must agree in
+    distribution (a single seed varies a lot: ~10% of documents get a short target)."""
+    documents = list(default_run["tokenized"].values())
+    seeds = list(range(16))
+    request = {
+        "documents": [[[minilm_vocab[t] for t in s] for s in d.segments] for d in documents],
+        "vocab": minilm_vocab,
+        "seeds": seeds,
+    }
+    google = subprocess.run(
+        [sys.executable, "-c", _GOOGLE_RECIPE], input=json.dumps(request), capture_output=True, text=True, check=True
+    )
+    google_stats = _recipe_statistics(json.loads(google.stdout))
+
+    by_id = {d.doc_id: d for d in documents}
+    index = pd.DocumentIndex(by_id)
+    ours = []
+    for seed in seeds:
+        config = pd.PretrainingConfig(dupe_factor=1, random_seed=seed)
+        instances = []
+        for document in documents:
+            for item in pd.plan_document_instances(document, 0, config, index, vocab_info):
+                if isinstance(item, pd.PendingInstance):
+                    item = pd.finish_pending_instance(item, by_id[item.random_doc_id], config, vocab_info)
+                instances.append(item)
+        ours.append([
+            len(instances), sum(i.is_random_next for i in instances),
+            sum(len(i.input_ids) for i in instances), sum(len(i.masked_lm_positions) for i in instances),
+        ])  # fmt: skip
+    our_stats = _recipe_statistics(ours)
+
+    # About 3 standard errors of the difference of two 16-seed means (measured over 60
+    # seeds); choosing the target length per instance instead of per document copy, or
+    # not putting unused sentences back, moves these by more.
+    assert our_stats["instances"] == pytest.approx(google_stats["instances"], rel=0.05)
+    assert our_stats["random_next"] == pytest.approx(google_stats["random_next"], abs=0.025)
+    assert our_stats["tokens_per_instance"] == pytest.approx(google_stats["tokens_per_instance"], rel=0.04)
+    assert our_stats["masked_per_instance"] == pytest.approx(google_stats["masked_per_instance"], rel=0.04)
 
 
 # ----------------------------------------------------------------------------- determinism
