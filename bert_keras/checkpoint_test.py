@@ -66,6 +66,11 @@ def minilm(minilm_dir):
 
 
 @pytest.fixture(scope="module")
+def minilm_reference(minilm_dir):
+    return transformers.BertModel.from_pretrained(minilm_dir).eval()
+
+
+@pytest.fixture(scope="module")
 def minilm_inputs(minilm):
     _, vocabulary, lower_case = minilm
     encoder = BertTextEncoder(vocabulary, 64, lower_case)
@@ -110,13 +115,12 @@ def test_minilm_vocabulary_and_casing(minilm, minilm_dir):
 
 
 @pytest.mark.parametrize("kind", ["single", "pair"])
-def test_minilm_matches_transformers(minilm, minilm_dir, minilm_inputs, kind):
+def test_minilm_matches_transformers(minilm, minilm_reference, minilm_inputs, kind):
     x = minilm_inputs[kind]
     if kind == "pair":
         assert x["segment_ids"].max() == 1
     assert (x["padding_mask"] == 0).any()  # padding is there, and excluded below
-    reference_model = transformers.BertModel.from_pretrained(minilm_dir).eval()
-    reference = _run_torch(reference_model, x)
+    reference = _run_torch(minilm_reference, x)
     ours = _run_keras(minilm[0], x)
     sequence, pooled = _max_diff(ours, reference, x["padding_mask"])
     assert sequence <= 1e-4, f"last hidden state differs by {sequence}"
