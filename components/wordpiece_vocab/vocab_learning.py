@@ -2,8 +2,8 @@
 
 The data logic of `WordpieceVocab`, free of TFX. Learning reuses tensorflow-text's
 vocabulary tool (`tensorflow_text.tools.wordpiece_vocab`, the algorithm behind
-`bert_vocab_from_dataset`): Beam splits sentences into words with tf-text's BERT
-`BasicTokenizer` and counts them in parallel (pre-aggregated per batch, then summed per
+`bert_vocab_from_dataset`): Beam splits sentences into words the way serving's tokenizer
+does and counts them in parallel (pre-aggregated per batch, then summed per
 word), and the learner (`wordpiece_tokenizer_learner_lib.learn`) turns the counts into a
 vocabulary on one worker. The counts are sorted first, so equal input gives an equal
 vocabulary.
@@ -69,12 +69,16 @@ class VocabLearningConfig:
 def make_word_splitter(lower_case: bool) -> Any:
     """Returns a function: [batch] string tensor -> ragged [batch, (words)] strings.
 
-    tf-text's BERT BasicTokenizer, as `bert_vocab_from_dataset` uses it: whitespace and
-    punctuation splitting, and for uncased vocabularies case folding and accent stripping.
+    Words are cut exactly as serving's `BertTextEncoder.tokenize` cuts them before
+    WordPiece (its `normalize_text`, then tf-text's BERT BasicTokenizer for whitespace and
+    punctuation), so the learned pieces are the ones the encoder will look up.
     """
     from tensorflow_text.python.ops.bert_tokenizer import BasicTokenizer
 
-    return BasicTokenizer(lower_case=lower_case).tokenize
+    from serving.text_encoder import normalize_text
+
+    basic = BasicTokenizer(lower_case=False, normalization_form=None)
+    return lambda texts: basic.tokenize(normalize_text(texts, lower_case))
 
 
 def learn_vocabulary(word_counts: Iterable[tuple[str, int]], config: VocabLearningConfig) -> list[str]:
