@@ -1,0 +1,433 @@
+"""`bertpipe score`: batch-score files with a pushed SavedModel on Apache Beam.
+
+    bertpipe score --model-dir serving_models/sst2/2 --input 'data/*.csv' --output out/preds \\
+        [--format jsonl|csv] [--text-column sentence] [--runner DirectRunner] \\
+        [--direct_num_workers=2 --direct_running_mode=multi_processing ...]
+
+Inputs (one format per run, from the file extension unless `--input-format` says):
+
+* text (`.txt`, anything else): one text per line; blank lines are skipped.
+* CSV (`.csv`): a header row; the text is in `--text-column` (default `sentence`).
+* TFRecord (`.tfrecord`, `.tfrecords`, `.tfr`; `.gz` compressed too): serialized
+  tf.Examples, scored with the model's own `from_examples` signature (so the model's feature
+  parsing applies); `--text-column` only names the feature echoed in the output.
+
+Each record goes through Beam's RunInference with `SavedModelSignatureHandler`, a model
+handler that calls a SavedModel signature on batches of strings (Beam's TF handlers load
+models with `tf.keras.models.load_model`, which Keras 3 cannot do for a plain SavedModel, and
+tfx-bsl's RunInference only takes tf.Examples). The output has one record per input, with
+its source `file` and `line` (record number for TFRecords), the `text`, the `label` and the
+`probabilities` (JSONL), or `probability_<class>` columns (CSV). Output order is not the
+input order; use file/line to join.
+
+Every other flag is passed to Beam (`--runner`, `--direct_num_workers`, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import (
+    KeyedModelHandler,
+    ModelHandler,
+    PredictionResult,
+    RunInference,
+)
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from serving.saved_model_files import class_names, read_saved_model_proto
+
+logger = logging.getLogger("bertpipe.score")
+
+TEXT_SIGNATURE, TEXT_INPUT = "serving_default", "text"
+EXAMPLES_SIGNATURE, EXAMPLES_INPUT = "from_examples", "examples"
+FORMATS = ("text", "csv", "tfrecord")
+_EXTENSIONS = {".csv": "csv", ".tfrecord": "tfrecord", ".tfrecords": "tfrecord", ".tfr": "tfrecord"}
+
+
+class InputError(ValueError):
+    """A bad input record; the message starts with `file:line:`."""
+
+
+def input_format_of(path: str) -> str:
+    """ "text", "csv" or "tfrecord" from the file name (a trailing .gz is ignored)."""
+    name = path[:-3] if path.endswith(".gz") else path
+    return _EXTENSIONS.get(os.path.splitext(name)[1].lower(), "text")
+
+
+def _decoded_lines(path: str, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
+    """(line number, text) for every line (without its newline unless `keep_ends`), with a
+    clear error on bad UTF-8."""
+    with FileSystems.open(path) as f:  # decompresses .gz/.bz2 by extension
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(
+                    f"{path}:{number}: line is not valid UTF-8 ({e.reason} at byte {e.start})"
+                ) from None
+            if number == 1:
+                line = line.removeprefix("\ufeff")
+            yield number, line if keep_ends else line.rstrip("\r\n")
+
+
+def read_text_records(path: str) -> Iterator[tuple[tuple[str, int, str], str]]:
+    for number, line in _decoded_lines(path):
+        if line.strip():
+            yield (path, number, line), line
+
+
+def read_csv_records(path: str, text_column: str) -> Iterator[tuple[tuple[str, int, str], str]]:
+    lines = _decoded_lines(path, keep_ends=True)  # quoted fields may hold newlines
+    line_numbers: list[int] = []
+
+    def physical_lines() -> Iterator[str]:
+        for number, line in lines:
+            line_numbers.append(number)
+            yield line
+
+    reader = csv.reader(physical_lines(), strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputError(f"{path}:1: empty CSV file (expected a header row)") from None
+    except csv.Error as e:
+        raise InputError(f"{path}:1: malformed CSV header: {e}") from None
+    if text_column not in header:
+        raise InputError(
+            f"{path}:1: no column {text_column!r} in the CSV header (columns: {', '.join(header)}); "
+            "choose one with --text-column"
+        )
+    index = header.index(text_column)
+    while True:
+        consumed = len(line_numbers)
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise InputError(f"{path}:{line_numbers[-1]}: malformed CSV: {e}") from None
+        number = line_numbers[consumed]  # a quoted field may span lines: report the first
+        if not row:
+            continue  # blank line
+        if len(row) != len(header):
+            raise InputError(
+                f"{path}:{number}: expected {len(header)} fields like the header, found {len(row)}"
+            )
+        yield (path, number, row[index]), row[index]
+
+
+def read_tfrecord_records(
+    path: str, text_column: str
+) -> Iterator[tuple[tuple[str, int, str], bytes]]:
+    import tensorflow as tf
+
+    from serving.protos import serving_protos
+
+    example_pb2 = serving_protos().example_pb2
+    dataset = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else "")
+    number = 0
+    try:
+        for record in dataset.as_numpy_iterator():
+            number += 1
+            try:
+                example = example_pb2.Example.FromString(record)
+            except Exception:  # noqa: BLE001  (DecodeError or worse: report the record)
+                raise InputError(
+                    f"{path}:{number}: record is not a serialized tf.Example"
+                ) from None
+            feature = example.features.feature.get(text_column)
+            text = ""
+            if feature is not None and feature.bytes_list.value:
+                text = feature.bytes_list.value[0].decode("utf-8", errors="replace")
+            yield (path, number, text), record
+    except tf.errors.OpError as e:
+        raise InputError(f"{path}:{number + 1}: cannot read the TFRecord: {e.message}") from None
+
+
+class ReadRecords(beam.DoFn):
+    """file path -> ((file, line, text), model input) for every record in the file."""
+
+    def __init__(self, input_format: str, text_column: str):
+        self.input_format = input_format
+        self.text_column = text_column
+
+    def process(self, path: str) -> Iterable[tuple[tuple[str, int, str], Any]]:
+        if self.input_format == "csv":
+            yield from read_csv_records(path, self.text_column)
+        elif self.input_format == "tfrecord":
+            yield from read_tfrecord_records(path, self.text_column)
+        else:
+            yield from read_text_records(path)
+
+
+class SavedModelSignatureHandler(ModelHandler[Any, PredictionResult, Any]):
+    """RunInference model handler calling one SavedModel signature on batches of strings.
+
+    Args:
+        model_dir: the SavedModel (a pushed version directory).
+        signature_name / input_name: the signature and its single string input.
+        min_batch_size / max_batch_size: RunInference's batching bounds.
+    """
+
+    def __init__(
+        self,
+        model_dir: str,
+        signature_name: str = TEXT_SIGNATURE,
+        input_name: str = TEXT_INPUT,
+        min_batch_size: int = 1,
+        max_batch_size: int = 64,
+    ):
+        super().__init__()
+        self.model_dir = model_dir
+        self.signature_name = signature_name
+        self.input_name = input_name
+        self._batching = {"min_batch_size": min_batch_size, "max_batch_size": max_batch_size}
+
+    def load_model(self):
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401  (the tokenizer ops)
+
+        loaded = tf.saved_model.load(self.model_dir, tags=["serve"])
+        if self.signature_name not in loaded.signatures:
+            raise ValueError(f"{self.model_dir} has no signature {self.signature_name!r}")
+        return loaded
+
+    def run_inference(
+        self, batch: Sequence[Any], model, inference_args=None
+    ) -> Iterable[PredictionResult]:
+        import tensorflow as tf
+
+        function = model.signatures[self.signature_name]
+        outputs = function(**{self.input_name: tf.constant(list(batch), dtype=tf.string)})
+        arrays = {name: tensor.numpy() for name, tensor in outputs.items()}
+        for row, example in enumerate(batch):
+            yield PredictionResult(example, {name: array[row] for name, array in arrays.items()})
+
+    def get_num_bytes(self, batch: Sequence[Any]) -> int:
+        return sum(len(item) for item in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "bertpipe_score"
+
+    def batch_elements_kwargs(self) -> dict:
+        return dict(self._batching)
+
+
+def result_record(keyed: tuple[tuple[str, int, str], PredictionResult]) -> dict:
+    (path, line, text), result = keyed
+    inference = result.inference
+    label = inference["label"]
+    return {
+        "file": path,
+        "line": line,
+        "text": text,
+        "label": label.decode("utf-8", errors="replace")
+        if isinstance(label, bytes)
+        else str(label),
+        "probabilities": [float(p) for p in inference["probabilities"]],
+    }
+
+
+def csv_columns(names: Sequence[str]) -> list[str]:
+    return ["file", "line", "text", "label"] + [f"probability_{name}" for name in names]
+
+
+def to_csv_line(record: dict) -> str:
+    import io
+
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(
+        [record["file"], record["line"], record["text"], record["label"]]
+        + [repr(p) for p in record["probabilities"]]
+    )
+    return buffer.getvalue()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bertpipe score",
+        description="Batch-score text, CSV or TFRecord files with a SavedModel on Apache Beam. "
+        "Unknown flags are Beam pipeline options.",
+    )
+    parser.add_argument(
+        "--model-dir",
+        required=True,
+        help="SavedModel version directory, e.g. serving_models/sst2/2",
+    )
+    parser.add_argument(
+        "--input",
+        required=True,
+        action="append",
+        help="file or glob (repeatable), e.g. 'data/*.csv'",
+    )
+    parser.add_argument("--output", required=True, help="output prefix, e.g. out/preds")
+    parser.add_argument(
+        "--format",
+        choices=("jsonl", "csv"),
+        default="jsonl",
+        help="output format (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--input-format",
+        choices=("auto",) + FORMATS,
+        default="auto",
+        help="input format (default: from the file extension)",
+    )
+    parser.add_argument(
+        "--text-column",
+        default="sentence",
+        help="CSV column (or tf.Example feature echoed) holding the text (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="max texts per model call (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--num-shards", type=int, default=0, help="output files (default: the runner decides)"
+    )
+    parser.add_argument(
+        "--runner", default="DirectRunner", help="Beam runner (default: %(default)s)"
+    )
+    return parser
+
+
+def _expand_inputs(patterns: Sequence[str]) -> list[str]:
+    files: list[str] = []
+    for pattern in patterns:
+        matched = [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list]
+        if not matched:
+            raise InputError(f"no files match {pattern!r}")
+        files.extend(
+            sorted(p for p in matched if not FileSystems.exists(p) or not os.path.isdir(p))
+        )
+    return sorted(set(files))
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    args: argparse.Namespace,
+    files: list[str],
+    input_format: str,
+    names: list[str],
+):
+    signature, input_name = (
+        (EXAMPLES_SIGNATURE, EXAMPLES_INPUT)
+        if input_format == "tfrecord"
+        else (TEXT_SIGNATURE, TEXT_INPUT)
+    )
+    handler = SavedModelSignatureHandler(
+        args.model_dir, signature, input_name, max_batch_size=max(1, args.batch_size)
+    )
+    records = (
+        pipeline
+        | "ListFiles" >> beam.Create(files)
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "ReadRecords" >> beam.ParDo(ReadRecords(input_format, args.text_column))
+        | "RunInference" >> RunInference(KeyedModelHandler(handler))
+        | "ToRecord" >> beam.Map(result_record)
+    )
+    if args.format == "jsonl":
+        lines = records | "ToJson" >> beam.Map(lambda r: json.dumps(r, ensure_ascii=False))
+        suffix, header = ".jsonl", None
+    else:
+        lines = records | "ToCsv" >> beam.Map(to_csv_line)
+        suffix, header = ".csv", ",".join(csv_columns(names))
+    lines | "Write" >> beam.io.WriteToText(
+        args.output, file_name_suffix=suffix, header=header, num_shards=args.num_shards
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, beam_args = _parser().parse_known_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)  # per-bundle chatter
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_hide_input_error_tracebacks)
+    try:
+        saved_model = read_saved_model_proto(args.model_dir)
+    except ValueError as e:
+        print(f"bertpipe score: {e}", file=sys.stderr)
+        return 2
+    try:
+        files = _expand_inputs(args.input)
+    except InputError as e:
+        print(f"bertpipe score: {e}", file=sys.stderr)
+        return 2
+    formats = (
+        {input_format_of(f) for f in files} if args.input_format == "auto" else {args.input_format}
+    )
+    if len(formats) != 1:
+        print(
+            f"bertpipe score: inputs mix formats {sorted(formats)}; score them separately "
+            "or pass --input-format",
+            file=sys.stderr,
+        )
+        return 2
+    input_format = formats.pop()
+    signature = EXAMPLES_SIGNATURE if input_format == "tfrecord" else TEXT_SIGNATURE
+    if signature not in saved_model.meta_graphs[0].signature_def:
+        print(
+            f"bertpipe score: {args.model_dir} has no {signature!r} signature (needed for "
+            f"{input_format} inputs)",
+            file=sys.stderr,
+        )
+        return 2
+    width = int(
+        saved_model.meta_graphs[0]
+        .signature_def[signature]
+        .outputs["probabilities"]
+        .tensor_shape.dim[-1]
+        .size
+    )
+    names = class_names(saved_model) or [str(i) for i in range(width)]
+    output_dir = os.path.dirname(args.output)
+    if output_dir and "://" not in args.output:
+        os.makedirs(output_dir, exist_ok=True)
+    options = PipelineOptions(beam_args + [f"--runner={args.runner}"])
+    logger.info(
+        "Scoring %d %s file(s) with %s (%s)", len(files), input_format, args.model_dir, signature
+    )
+    try:
+        with beam.Pipeline(options=options) as pipeline:
+            build_pipeline(pipeline, args, files, input_format, names)
+    except Exception as e:  # noqa: BLE001  (report bad inputs without a Beam stack trace)
+        message = str(e)
+        if isinstance(e, InputError) or "InputError" in message or _is_input_error(e):
+            first = next((line for line in message.splitlines() if line.strip()), message)
+            first = re.sub(r" \[while running '[^']*'\]$", "", first.split("InputError: ")[-1])
+            print(f"bertpipe score: {first}", file=sys.stderr)
+            return 1
+        raise
+    print(f"bertpipe score: wrote {args.output}-*{'.jsonl' if args.format == 'jsonl' else '.csv'}")
+    return 0
+
+
+def _hide_input_error_tracebacks(record: logging.LogRecord) -> bool:
+    """Drops Beam's logged tracebacks for bad inputs: `main` reports them in one line."""
+    return not (record.exc_info and _is_input_error(record.exc_info[1]))
+
+
+def _is_input_error(error: BaseException) -> bool:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, InputError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
