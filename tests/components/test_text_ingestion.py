@@ -174,3 +174,26 @@ def test_ingest_to_examples_splits_by_doc_id_and_writes_the_report(tmp_path: Pat
         ("empty.txt", 0, ti.ISSUE_EMPTY_FILE),
     ]
     assert ti.read_ingestion_report(str(output / ti.INGESTION_REPORT_FILE))[0].file == "bad.txt"
+
+
+def test_named_input_splits_are_kept_as_they_are(tmp_path: Path):
+    for split in ("train", "eval"):
+        (tmp_path / split).mkdir()
+        (tmp_path / split / "x.txt").write_text(f"The {split} text. Two sentences.\n\nAnother {split} doc.\n")
+    with beam.Pipeline() as pipeline:
+        _ = pipeline | ti.IngestTextToExamples(
+            inputs=[
+                ti.SplitInput(split, ti.match_files(str(tmp_path), [f"{split}/*.txt"])) for split in ("train", "eval")
+            ],
+            input_base=str(tmp_path),
+            output_uri=str(tmp_path / "out"),
+            config=BLANK_LINE,
+            split_names=["train", "eval"],
+        )
+    for split in ("train", "eval"):
+        records = common.read_tfrecords(str(tmp_path / "out" / f"Split-{split}" / "*"))
+        assert [ti.example_to_document(r) for r in records] == [
+            ti.Document(f"{split}/x.txt:1", [f"The {split} text.", "Two sentences."]),
+            ti.Document(f"{split}/x.txt:3", [f"Another {split} doc."]),
+        ]
+    assert (tmp_path / "out" / ti.INGESTION_REPORT_FILE).read_text() == ""
