@@ -88,6 +88,14 @@ class ServingSection:
 
 
 @dataclass
+class ScoringSection:
+    """Unlabelled text scored by TFX's BulkInferrer with the blessed candidate."""
+
+    input_dir: str
+    pattern: str = "*.csv"  # CSV with the text column(s), under input_dir
+
+
+@dataclass
 class FinetuneConfig:
     pipeline: PipelineSection
     data: DataSection
@@ -96,6 +104,7 @@ class FinetuneConfig:
     kind: Literal["finetune"] = "finetune"
     training: TrainingSection = field(default_factory=TrainingSection)
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+    scoring: ScoringSection | None = None
 
     @property
     def metadata_path(self) -> str:
@@ -186,6 +195,7 @@ PATH_FIELDS = (
     "model.checkpoint",
     "serving.serving_dir",
     "text.input_dir",
+    "scoring.input_dir",
     "vocabulary.import_path",
     "encoder.init_checkpoint",
     "encoder_dir",

@@ -130,6 +130,49 @@ def eval_config(config: FinetuneConfig):
     )
 
 
+def bulk_inference(config: FinetuneConfig, trainer, evaluator) -> list:
+    """Scores `scoring.input_dir` with the candidate, only if the Evaluator blessed it.
+
+    Output: tf.Examples with the input columns plus `probabilities` and `predicted_label`.
+    """
+    from tfx import v1 as tfx
+    from tfx.proto import bulk_inferrer_pb2
+
+    unlabelled = tfx.components.CsvExampleGen(
+        input_base=config.scoring.input_dir,
+        input_config=tfx.proto.Input(
+            splits=[tfx.proto.Input.Split(name="unlabelled", pattern=config.scoring.pattern)]
+        ),
+        # One output split (by default one input split is hash-split into train and eval).
+        output_config=tfx.proto.Output(
+            split_config=tfx.proto.SplitConfig(
+                splits=[tfx.proto.SplitConfig.Split(name="unlabelled", hash_buckets=1)]
+            )
+        ),
+    ).with_id("UnlabelledExampleGen")
+    columns = [
+        bulk_inferrer_pb2.PredictOutputCol(output_key="probabilities",
+                                           output_column="probabilities"),
+        bulk_inferrer_pb2.PredictOutputCol(output_key="predicted_label",
+                                           output_column="predicted_label"),
+    ]
+    bulk_inferrer = tfx.components.BulkInferrer(
+        examples=unlabelled.outputs["examples"],
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        data_spec=tfx.proto.DataSpec(example_splits=["unlabelled"]),
+        model_spec=tfx.proto.ModelSpec(model_signature_name=["score_examples"]),
+        output_example_spec=tfx.proto.OutputExampleSpec(
+            output_columns_spec=[
+                tfx.proto.OutputColumnsSpec(
+                    predict_output=bulk_inferrer_pb2.PredictOutput(output_columns=columns)
+                )
+            ]
+        ),
+    )
+    return [unlabelled, bulk_inferrer]
+
+
 def create_pipeline(config: FinetuneConfig, enable_cache: bool | None = None):
     """Builds the TFX pipeline object (imports TFX: ~40 s the first time)."""
     from tfx import v1 as tfx
@@ -195,13 +238,16 @@ def create_pipeline(config: FinetuneConfig, enable_cache: bool | None = None):
             )
         ),
     )
+    components = [
+        example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
+        baseline_resolver, evaluator, pusher,
+    ]
+    if config.scoring is not None:
+        components += bulk_inference(config, trainer, evaluator)
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline.name,
         pipeline_root=root,
-        components=[
-            example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
-            baseline_resolver, evaluator, pusher,
-        ],
+        components=components,
         enable_cache=config.pipeline.enable_cache if enable_cache is None else enable_cache,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             config.metadata_path

@@ -17,6 +17,7 @@ class RunSummary:
     failures: list[str]  # why the candidate was not blessed
     cached_nodes: list[str]
     already_served: bool = False  # identical to the newest version: nothing new pushed
+    scored_examples: str | None = None  # BulkInferrer output, when scoring ran
 
     def render(self, model_name: str) -> str:
         lines = []
@@ -34,6 +35,8 @@ class RunSummary:
             reasons = "\n".join(f"  - {f}" for f in self.failures) or "  - (no reason recorded)"
             head = f"NOT PUSHED: the candidate was not blessed by the Evaluator:\n{reasons}"
         cached = f"\nre-used from cache: {', '.join(self.cached_nodes)}" if self.cached_nodes else ""
+        if self.scored_examples:
+            cached += f"\nscored unlabelled rows (tf.Examples + predictions): {self.scored_examples}"
         return (
             f"{head}\nblessed: {'yes' if self.blessed else 'no'}\n"
             f"evaluation metrics (eval split):\n{metrics}{cached}"
@@ -139,8 +142,13 @@ def summarize_run(pipeline_name: str, metadata_path: str) -> RunSummary:
                 destination = props["pushed_destination"].string_value
                 already_served = props["already_served"].int_value == 1 \
                     if "already_served" in props else False
+    scored = None
+    bulk_inferrer = _latest_execution(store, pipeline_name, "BulkInferrer")
+    if bulk_inferrer is not None and blessed:
+        output = _outputs(store, bulk_inferrer).get("output_examples")
+        scored = output.uri if output is not None else None
     return RunSummary(pushed, blessed, version, destination, metrics, baseline, failures, cached,
-                      already_served)
+                      already_served, scored)
 
 
 def _pushed_model(store, pipeline_name: str):

@@ -7,6 +7,10 @@ Signatures (every consumer, from TFMA to the REST clients, relies on them exactl
 * ``from_examples``: ``examples`` (serialized tf.Example, [None]) -> the same outputs. The
   text is read from the configured feature (and the second segment's, for pairs).
 
+A third signature, ``score_examples`` (``examples`` -> ``probabilities`` and
+``predicted_label`` [None, 1]), serves TFX's BulkInferrer: tfx-bsl's predict post-processing
+cannot split a rank-1 string output per example.
+
 Only core TensorFlow and tensorflow-text ops end up in the graph (see `graph_op_types`).
 
 Example:
@@ -25,6 +29,7 @@ from serving.text_encoder import BertTextEncoder
 
 SERVING_SIGNATURE = "serving_default"
 EXAMPLES_SIGNATURE = "from_examples"
+BULK_INFERENCE_SIGNATURE = "score_examples"
 
 
 class BertServingModule(tf.Module):
@@ -40,6 +45,10 @@ class BertServingModule(tf.Module):
     ):
         super().__init__(name="bert_serving")
         self.model = model
+        # The tf.Variables under Keras 3's variable wrappers, tracked directly: without them
+        # a Session-based loader (TF Serving's C++ loader, tfx-bsl's RunInference) restores
+        # nothing and fails with "Could not find variable ...".
+        self.model_variables = [variable.value for variable in model.variables]
         self.encoder = encoder
         self.class_names = tf.constant(list(class_names), dtype=tf.string)
         self.text_feature = text_feature
@@ -61,6 +70,15 @@ class BertServingModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, examples: tf.Tensor) -> dict:
+        return self._predict_examples(examples)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def score_examples(self, examples: tf.Tensor) -> dict:
+        outputs = self._predict_examples(examples)
+        return {"probabilities": outputs["probabilities"],
+                "predicted_label": tf.expand_dims(outputs["label"], -1)}
+
+    def _predict_examples(self, examples: tf.Tensor) -> dict:
         spec = {self.text_feature: tf.io.FixedLenFeature([], tf.string, default_value="")}
         if self.second_text_feature:
             spec[self.second_text_feature] = tf.io.FixedLenFeature([], tf.string, default_value="")
@@ -82,6 +100,7 @@ def export_saved_model(
     signatures = {
         SERVING_SIGNATURE: module.serve_text.get_concrete_function(),
         EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
+        BULK_INFERENCE_SIGNATURE: module.score_examples.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
     return export_dir

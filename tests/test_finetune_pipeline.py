@@ -35,7 +35,7 @@ def _copy_rows(source: Path, target: Path, rows: int) -> None:
     target.write_text("".join(lines), encoding="utf-8")
 
 
-def _config(tmp: Path, name: str, data_dir: Path, **evaluation) -> Path:
+def _config(tmp: Path, name: str, data_dir: Path, scoring: str = "", **evaluation) -> Path:
     evaluation = {"min_accuracy": 0.0, "baseline_tolerance": 1.0, **evaluation}
     path = tmp / f"{name}.yaml"
     path.write_text(textwrap.dedent(f"""
@@ -47,7 +47,7 @@ def _config(tmp: Path, name: str, data_dir: Path, **evaluation) -> Path:
                     length_buckets: [16]}}
         evaluation: {json.dumps(evaluation)}
         serving: {{model_name: sst2, serving_dir: serving}}
-    """))
+    """) + scoring)
     return path
 
 
@@ -73,9 +73,23 @@ def workspace(tmp_path_factory) -> Path:
     return tmp
 
 
+UNLABELLED = ["an absolute triumph , moving and funny", "tedious , clumsy and far too long",
+              "the cast , sadly , cannot save it"]
+
+
+def _scoring(workspace: Path) -> str:
+    folder = workspace / "unlabelled"
+    folder.mkdir(exist_ok=True)
+    with (folder / "rows.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sentence"])
+        writer.writerows([text] for text in UNLABELLED)
+    return f"scoring: {{input_dir: {folder}}}\n"
+
+
 @pytest.fixture(scope="module")
 def first_run(workspace):
-    return _run(_config(workspace, "sst2_test", workspace / "data"))
+    return _run(_config(workspace, "sst2_test", workspace / "data", _scoring(workspace)))
 
 
 def test_first_run_trains_evaluates_and_pushes(workspace, first_run):
@@ -87,6 +101,26 @@ def test_first_run_trains_evaluates_and_pushes(workspace, first_run):
     assert "blessed: yes" in out
     assert "sparse_categorical_accuracy" in out and "auc (class 1)" in out
     assert "example_count                128.0000" in out  # evaluated on the eval split
+
+
+def test_bulk_inferrer_scores_the_unlabelled_rows_with_the_blessed_model(workspace, first_run):
+    import tensorflow as tf
+
+    line = next(x for x in first_run.stdout.splitlines() if x.startswith("scored unlabelled"))
+    output = Path(line.split(": ", 1)[1])
+    files = sorted(str(p) for p in output.rglob("*.gz"))
+    records = [tf.train.Example.FromString(r.numpy())
+               for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    assert len(records) == len(UNLABELLED)
+    seen = set()
+    for example in records:
+        features = example.features.feature
+        seen.add(features["sentence"].bytes_list.value[0].decode())
+        probabilities = list(features["probabilities"].float_list.value)
+        assert len(probabilities) == 2 and abs(sum(probabilities) - 1) < 1e-5
+        label = features["predicted_label"].bytes_list.value[0].decode()
+        assert label == ("positive" if probabilities[1] > probabilities[0] else "negative")
+    assert seen == set(UNLABELLED)
 
 
 def test_pushed_model_serves_in_a_process_with_only_tensorflow_and_text(workspace, first_run):
@@ -102,6 +136,13 @@ def test_pushed_model_serves_in_a_process_with_only_tensorflow_and_text(workspac
             tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a gorgeous , witty film"]))}))
         serialized = [example.SerializeToString()]
         by_example = model.signatures["from_examples"](examples=tf.constant(serialized))
+        # TF Serving's C++ loader restores variables in a Session, TF1-style: do the same.
+        with tf.compat.v1.Session(graph=tf.Graph()) as session:
+            graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], sys.argv[1])
+            signature = graph.signature_def["serving_default"]
+            session_probabilities = session.run(
+                signature.outputs["probabilities"].name,
+                {signature.inputs["text"].name: [t.decode() for t in texts.numpy()]}).tolist()
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in
                         ("keras_hub", "bert_keras", "tfx", "serving", "pipeline", "components"))
         print(json.dumps({
@@ -110,6 +151,7 @@ def test_pushed_model_serves_in_a_process_with_only_tensorflow_and_text(workspac
             "probabilities": by_text["probabilities"].numpy().tolist(),
             "labels": [x.decode() for x in by_text["label"].numpy()],
             "example_probabilities": by_example["probabilities"].numpy().tolist(),
+            "session_probabilities": session_probabilities,
             "dtypes": [by_text["probabilities"].dtype.name, by_text["label"].dtype.name],
             "project_modules": loaded,
         }))
@@ -127,6 +169,8 @@ def test_pushed_model_serves_in_a_process_with_only_tensorflow_and_text(workspac
     for p, label in zip(probabilities, out["labels"], strict=True):
         assert label == ("positive" if p[1] > p[0] else "negative")
     assert out["example_probabilities"][0] == pytest.approx(probabilities[0], abs=1e-6)
+    for session_row, row in zip(out["session_probabilities"], probabilities, strict=True):
+        assert session_row == pytest.approx(row, abs=1e-6)
     assert out["project_modules"] == []
 
 
@@ -163,7 +207,7 @@ def test_pushed_graph_uses_only_core_tensorflow_and_serving_text_ops(workspace, 
 def test_unchanged_rerun_reuses_the_cache_and_pushes_nothing(workspace, first_run):
     assert first_run.returncode == 0
     before = _versions(workspace)
-    second = _run(_config(workspace, "sst2_test", workspace / "data"))
+    second = _run(_config(workspace, "sst2_test", workspace / "data", _scoring(workspace)))
     assert second.returncode == 0, second.stderr
     cached = second.stdout.split("re-used from cache:")[1].splitlines()[0]
     for node in ("CsvExampleGen", "StatisticsGen", "StrictExampleValidator", "Transform",
