@@ -64,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup",
         type=float,
-        default=3.0,
+        default=5.0,
         help="unmeasured seconds before each (default: %(default)s)",
     )
     parser.add_argument(
@@ -82,6 +82,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=2000,
         help="server batching (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--num-batch-threads",
+        type=int,
+        default=None,
+        help="server batch threads (default: bertpipe serve's)",
     )
     parser.add_argument(
         "--work-dir",
@@ -155,13 +161,16 @@ def percentile(values: list[float], q: float) -> float:
 def run_load(
     make_call, sentences: list[str], size: int, clients: int, duration: float, warmup: float
 ) -> dict:
-    """`clients` threads call `make_call()`'s function with `size` sentences per request;
-    measures the `duration` seconds after `warmup`."""
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    sent = [0] * clients
-    first_error: list[str] = []
-    start_measuring = threading.Event()
+    """`clients` threads call `make_call()`'s function with `size` sentences per request
+    (closed loop: each sends its next request when the previous one returns).
+
+    Counts the requests that *complete* in the `duration` seconds after `warmup` (including
+    ones sent during warm-up): with 32-sentence requests a single request can take longer
+    than the warm-up, so counting by start time would miss most of the window.
+    """
+    completions: list[tuple[float, float]] = []  # (finished at, latency), all clients
+    failures: list[tuple[float, str]] = []
+    lock = threading.Lock()
     stop = threading.Event()
     ready = threading.Barrier(clients + 1)
 
@@ -172,43 +181,40 @@ def run_load(
         while not stop.is_set():
             batch = [sentences[(position + i) % len(sentences)] for i in range(size)]
             position = (position + size) % len(sentences)
-            measuring = start_measuring.is_set()
             started = time.perf_counter()
             try:
                 results = call(batch)
                 if len(results) != size:
                     raise RuntimeError(f"{len(results)} results for {size} sentences")
             except Exception as e:  # noqa: BLE001  (counted, not fatal)
-                if measuring:
-                    errors[index] += 1
-                    if not first_error:
-                        first_error.append(f"{type(e).__name__}: {e}")
+                with lock:
+                    failures.append((time.perf_counter(), f"{type(e).__name__}: {e}"))
                 continue
-            if measuring and not stop.is_set():
-                latencies[index].append(time.perf_counter() - started)
-                sent[index] += size
+            finished = time.perf_counter()
+            with lock:
+                completions.append((finished, finished - started))
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
     for thread in threads:
         thread.start()
     ready.wait()
     time.sleep(warmup)
-    start_measuring.set()
     began = time.perf_counter()
     time.sleep(duration)
+    ended = time.perf_counter()
     stop.set()
-    elapsed = time.perf_counter() - began
     for thread in threads:
-        thread.join(timeout=120)
-    all_latencies = [x for per_client in latencies for x in per_client]
+        thread.join(timeout=300)
+    latencies = [latency for finished, latency in completions if began <= finished < ended]
+    errors = [message for at, message in failures if began <= at < ended]
     return {
         "sentences_per_request": size,
-        "requests": len(all_latencies),
-        "throughput": sum(sent) / elapsed,
-        "p50_ms": 1000 * percentile(all_latencies, 50),
-        "p99_ms": 1000 * percentile(all_latencies, 99),
-        "errors": sum(errors),
-        "first_error": first_error[0] if first_error else None,
+        "requests": len(latencies),
+        "throughput": len(latencies) * size / (ended - began),
+        "p50_ms": 1000 * percentile(latencies, 50),
+        "p99_ms": 1000 * percentile(latencies, 99),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
     }
 
 
@@ -224,6 +230,7 @@ def start_server(base_path: str, args: argparse.Namespace) -> tuple[subprocess.P
         "--enable-batching",
         "--max-batch-size", str(args.max_batch_size),
         "--batch-timeout-micros", str(args.batch_timeout_micros),
+        *(["--num-batch-threads", str(args.num_batch_threads)] if args.num_batch_threads else []),
         "--no-write-configs",
         "--server", "builtin",
     ]  # fmt: skip
