@@ -307,9 +307,7 @@ def _expand_inputs(patterns: Sequence[str]) -> list[str]:
         matched = [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list]
         if not matched:
             raise InputError(f"no files match {pattern!r}")
-        files.extend(
-            sorted(p for p in matched if not FileSystems.exists(p) or not os.path.isdir(p))
-        )
+        files.extend(p for p in matched if not os.path.isdir(p))  # remote paths: never dirs
     return sorted(set(files))
 
 

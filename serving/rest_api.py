@@ -210,13 +210,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
 
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True  # idle keep-alive connections must not block shutdown
+    block_on_close = False
+    request_queue_size = 1024  # listen() backlog: bursts of new clients are not dropped
+
+
 class RestServer:
     """TF Serving's REST API for `service` on host:port (port 0: any free port)."""
 
     def __init__(self, service: PredictionService, host: str = "0.0.0.0", port: int = 8501):
-        self._httpd = ThreadingHTTPServer((host, port), _RequestHandler)
-        self._httpd.daemon_threads = True
-        self._httpd.block_on_close = False
+        self._httpd = _HttpServer((host, port), _RequestHandler)
         self._httpd.api = RestApi(service)  # type: ignore[attr-defined]
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="rest-server", daemon=True

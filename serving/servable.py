@@ -87,7 +87,9 @@ class Servable:
         if len(inputs) != len(expected):
             raise invalid_argument(
                 f"input size does not match signature: {len(inputs)}!={len(expected)} "
-                f"len([{','.join(sorted(inputs))}]) != len([{','.join(expected)}])"
+                f"len({{{','.join(sorted(inputs))}}}) != len({{{','.join(expected)}}}). "
+                f"Sent extra: {{{','.join(sorted(set(inputs) - set(expected)))}}}. "
+                f"Missing but required: {{{','.join(sorted(set(expected) - set(inputs)))}}}."
             )
         for alias, array in inputs.items():
             if alias not in signature.inputs:

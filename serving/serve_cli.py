@@ -206,6 +206,11 @@ def write_config_files(
     }
 
 
+def _whole_seconds(seconds: float) -> int:
+    """TF Serving takes whole seconds, and 0 means "poll once": keep positive values >= 1."""
+    return max(1, round(seconds)) if seconds > 0 else int(seconds)
+
+
 def tensorflow_model_server_command(
     binary: str, args: argparse.Namespace, config_paths: dict[str, str]
 ) -> list[str]:
@@ -214,7 +219,7 @@ def tensorflow_model_server_command(
         f"--port={args.grpc_port}",
         f"--rest_api_port={args.rest_port}",
         f"--model_config_file={config_paths['models']}",
-        f"--file_system_poll_wait_seconds={int(round(args.file_system_poll_wait_seconds))}",
+        f"--file_system_poll_wait_seconds={_whole_seconds(args.file_system_poll_wait_seconds)}",
     ]
     if "batching" in config_paths:
         command += [
