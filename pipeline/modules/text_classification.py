@@ -104,6 +104,7 @@ def run_fn(fn_args) -> None:
 
     from bert_keras.checkpoint import load_backbone
     from bert_keras.classifier import build_text_classifier
+    from bert_keras.optimization import build_adamw
     from serving.export import export_saved_model
 
     config = fn_args.custom_config
@@ -123,24 +124,15 @@ def run_fn(fn_args) -> None:
     total_steps = steps_per_epoch * config["epochs"]
     if config.get("max_steps"):
         total_steps = min(total_steps, config["max_steps"])
-    warmup_steps = int(total_steps * config["warmup_fraction"])
 
     backbone, vocabulary, _ = load_backbone(config["checkpoint_dir"], dropout=config["dropout"])
     model = build_text_classifier(
         backbone, num_classes=len(config["classes"]), dropout=config["dropout"]
     )
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
-        decay_steps=max(1, total_steps - warmup_steps),
-        warmup_target=config["learning_rate"],
-        warmup_steps=warmup_steps,
-    )
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=schedule, weight_decay=config["weight_decay"], epsilon=1e-6, clipnorm=1.0
-    )
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     model.compile(
-        optimizer=optimizer,
+        # BERT's recipe: AdamW, linear warm-up then linear decay, no decay on biases/LayerNorm.
+        optimizer=build_adamw(config["learning_rate"], total_steps, config["warmup_fraction"],
+                              config["weight_decay"]),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
@@ -149,8 +141,7 @@ def run_fn(fn_args) -> None:
         train, epochs = train.repeat().take(total_steps), 1
     else:
         epochs = config["epochs"]
-    logging.info("Training on %d rows: %d steps (%d warm-up)", train_rows, total_steps,
-                 warmup_steps)
+    logging.info("Training on %d rows: %d steps", train_rows, total_steps)
     history = model.fit(
         train,
         epochs=epochs,
