@@ -75,8 +75,10 @@ class BertServingModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def score_examples(self, examples: tf.Tensor) -> dict:
         outputs = self._predict_examples(examples)
-        return {"probabilities": outputs["probabilities"],
-                "predicted_label": tf.expand_dims(outputs["label"], -1)}
+        return {
+            "probabilities": outputs["probabilities"],
+            "predicted_label": tf.expand_dims(outputs["label"], -1),
+        }
 
     def _predict_examples(self, examples: tf.Tensor) -> dict:
         spec = {self.text_feature: tf.io.FixedLenFeature([], tf.string, default_value="")}
@@ -96,6 +98,11 @@ def export_saved_model(
     second_text_feature: str | None = None,
 ) -> str:
     """Writes the serving SavedModel (the contract above) to `export_dir`; returns it."""
+    if encoder.pad_to_max_length:
+        # Requests are padded to their longest text, not to max_seq_length: the same ids and
+        # predictions, at a fraction of the compute for short texts.
+        encoder = BertTextEncoder(encoder.vocabulary, encoder.max_seq_length,
+                                  encoder.lower_case, pad_to_max_length=False)
     module = BertServingModule(model, encoder, class_names, text_feature, second_text_feature)
     signatures = {
         SERVING_SIGNATURE: module.serve_text.get_concrete_function(),
