@@ -7,7 +7,11 @@ Signatures (every consumer, from TFMA to the REST clients, relies on them exactl
 * ``from_examples``: ``examples`` (serialized tf.Example, [None]) -> the same outputs. The
   text is read from the configured feature (and the second segment's, for pairs).
 
-A third signature, ``score_examples`` (``examples`` -> ``probabilities`` and
+``classification`` is TF Serving's classify signature (method tensorflow/serving/classify:
+``inputs``, serialized tf.Example [None] -> ``classes`` tf.string and ``scores`` float32, both
+[None, num_classes]), so `:classify` and the gRPC Classify call work on a real TF Serving.
+
+A fourth signature, ``score_examples`` (``examples`` -> ``probabilities`` and
 ``predicted_label`` [None, 1]), serves TFX's BulkInferrer: tfx-bsl's predict post-processing
 cannot split a rank-1 string output per example.
 
@@ -30,6 +34,8 @@ from serving.text_encoder import BertTextEncoder
 SERVING_SIGNATURE = "serving_default"
 EXAMPLES_SIGNATURE = "from_examples"
 BULK_INFERENCE_SIGNATURE = "score_examples"
+CLASSIFY_SIGNATURE = "classification"
+CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
 
 
 class BertServingModule(tf.Module):
@@ -80,6 +86,12 @@ class BertServingModule(tf.Module):
             "predicted_label": tf.expand_dims(outputs["label"], -1),
         }
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify_examples(self, inputs: tf.Tensor) -> dict:
+        scores = self._predict_examples(inputs)["probabilities"]
+        classes = tf.tile(tf.expand_dims(self.class_names, 0), [tf.shape(scores)[0], 1])
+        return {"classes": classes, "scores": scores}
+
     def _predict_examples(self, examples: tf.Tensor) -> dict:
         spec = {self.text_feature: tf.io.FixedLenFeature([], tf.string, default_value="")}
         if self.second_text_feature:
@@ -108,9 +120,26 @@ def export_saved_model(
         SERVING_SIGNATURE: module.serve_text.get_concrete_function(),
         EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
         BULK_INFERENCE_SIGNATURE: module.score_examples.get_concrete_function(),
+        CLASSIFY_SIGNATURE: module.classify_examples.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
+    _set_method_name(export_dir, CLASSIFY_SIGNATURE, CLASSIFY_METHOD_NAME)
     return export_dir
+
+
+def _set_method_name(export_dir: str, signature: str, method_name: str) -> None:
+    """tf.saved_model.save marks every signature as predict; TF Serving's Classify API
+    accepts only a signature whose method name says classify."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = os.path.join(export_dir, "saved_model.pb")
+    saved_model = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        saved_model.ParseFromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        meta_graph.signature_def[signature].method_name = method_name
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(saved_model.SerializeToString())
 
 
 def graph_op_types(export_dir: str) -> set[str]:

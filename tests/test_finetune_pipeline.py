@@ -191,8 +191,9 @@ def test_pushed_graph_uses_only_core_tensorflow_and_serving_text_ops(workspace, 
         core = {op for op in ops if op_def_registry.get(op) is not None}
         import tensorflow_text
         text = {op for op in ops - core if op_def_registry.get(op) is not None}
+        methods = {k: v.method_name for k, v in proto.meta_graphs[0].signature_def.items()}
         print(json.dumps({"core": sorted(core), "text": sorted(text),
-                          "unknown": sorted(ops - core - text)}))
+                          "unknown": sorted(ops - core - text), "methods": methods}))
     """)
     result = subprocess.run([sys.executable, "-c", script, str(version_dir)],
                             capture_output=True, text=True, timeout=300)
@@ -202,6 +203,10 @@ def test_pushed_graph_uses_only_core_tensorflow_and_serving_text_ops(workspace, 
     assert not {"PyFunc", "EagerPyFunc", "PyFuncStateless"} & set(ops["core"])
     assert set(ops["text"]) <= SERVING_TEXT_OPS
     assert "FastWordpieceTokenizeWithOffsets" in ops["text"]  # tokenization is in the graph
+    predict, classify = "tensorflow/serving/predict", "tensorflow/serving/classify"
+    assert ops["methods"]["serving_default"] == predict
+    assert ops["methods"]["from_examples"] == predict
+    assert ops["methods"]["classification"] == classify  # TF Serving's Classify API
 
 
 def test_unchanged_rerun_reuses_the_cache_and_pushes_nothing(workspace, first_run):
