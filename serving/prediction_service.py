@@ -9,8 +9,8 @@ tf.Examples) and outputs `classes` and/or `scores`. bertpipe's export contract i
 `from_examples` (`examples` -> `probabilities`, `label`); such a signature is accepted too,
 with `scores` = `probabilities` and `classes` = the model's class names, and it is the
 default for classify requests without `signature_name` when `serving_default` is not a
-classification signature. (A real TF Serving rejects classify on the contract's signatures;
-use predict there.)
+classification signature. On a real TF Serving, name the export's TF-Serving-style
+`classification` signature (`"signature_name": "classification"`), which works here too.
 """
 
 from __future__ import annotations

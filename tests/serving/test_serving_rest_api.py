@@ -180,6 +180,17 @@ def test_classify_uses_from_examples_and_returns_label_score_pairs(rest, exports
     np.testing.assert_allclose([s for _, s in with_context["results"][1]], reference[0], atol=1e-5)
 
 
+def test_classify_with_the_exported_classification_signature(rest, exports):
+    """`classification` is TF Serving's own classify signature: portable to a real server."""
+    request = {"signature_name": "classification", "examples": [{"text": t} for t in SENTENCES]}
+    code, body = post(rest, model_path(rest, ":classify"), request)
+    assert code == 200, body
+    reference = exports.reference(2, SENTENCES)["probabilities"]
+    for row, expected in zip(body["results"], reference, strict=True):
+        assert [label for label, _ in row] == ["positive", "negative"]
+        np.testing.assert_allclose([score for _, score in row], expected, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "method, path, body, status, message",
     [
