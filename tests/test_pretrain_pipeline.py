@@ -4,6 +4,7 @@ fine-tuning run that warm-starts from the encoder it pushed."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import signal
 import subprocess
@@ -124,3 +125,36 @@ def test_finetuning_warm_starts_from_the_pretrained_encoder(pretrained):
     assert "PUSHED model 'from_novels'" in result.stdout
     pushed = [p for p in (tmp / "serving/from_novels").iterdir() if p.name.isdigit()]
     assert len(pushed) == 1 and (pushed[0] / "saved_model.pb").is_file()
+
+
+def test_mixed_precision_and_xla_from_config(pretrained, tmp_path):
+    """The Trainer's run_fn with `mixed_precision` (bfloat16) and `jit_compile` (XLA) on,
+    on the real examples the pipeline above generated."""
+    tmp, _, _, _ = pretrained
+    splits = sorted((tmp / "root/PretrainingExampleGen/pretraining_examples").glob("*/Split-*"))
+    examples = {p.name.removeprefix("Split-"): str(p / "*") for p in splits}
+    config = {
+        "num_layers": 1, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64,
+        "dropout": 0.1, "init_checkpoint": None, "batch_size": 8, "train_steps": 4,
+        "checkpoint_every": 2, "learning_rate": 1e-3, "warmup_fraction": 0.1,
+        "weight_decay": 0.01, "eval_batches": 1, "mixed_precision": True, "jit_compile": True,
+        "seed": 1, "max_seq_length": 64, "max_predictions_per_seq": 10,
+        "backup_root": str(tmp_path / "backups"),
+    }
+    script = textwrap.dedent(f"""
+        import json, types
+        from pipeline.modules import pretraining
+        args = types.SimpleNamespace(train_files=[{examples['train']!r}],
+            eval_files=[{examples['eval']!r}], custom_config=json.loads({json.dumps(config)!r}),
+            serving_model_dir={str(tmp_path / "encoder")!r})
+        pretraining.run_fn(args)
+        import keras
+        print("policy", keras.mixed_precision.dtype_policy().name)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "policy mixed_bfloat16" in result.stdout
+    metrics = json.loads((tmp_path / "encoder" / "pretraining_metrics.json").read_text())
+    assert metrics["optimizer_steps"] == 4
+    assert math.isfinite(metrics["final"]["loss"])
