@@ -69,6 +69,11 @@ _FEATURE_ALIASES = {
 }
 
 
+def _head_dtype(backbone) -> str | keras.DTypePolicy:
+    policy = backbone.dtype_policy
+    return "float32" if policy.compute_dtype != policy.variable_dtype else policy
+
+
 @keras.saving.register_keras_serializable(package="bert_keras")
 class BertPretrainer(keras.Model):
     """A BERT backbone with a tied masked-LM head and a next-sentence head.
@@ -98,13 +103,15 @@ class BertPretrainer(keras.Model):
             intermediate_activation=activation,
             layer_norm_epsilon=getattr(backbone, "layer_norm_epsilon", 1e-12),
             kernel_initializer=initializer,
-            dtype=backbone.dtype_policy,
+            # float32 heads under mixed precision: the tied projection's bfloat16 output is
+            # cast up before the float32 bias is added, and the losses see float32 logits.
+            dtype=_head_dtype(backbone),
             name="masked_lm_head",
         )
         self.next_sentence_head = keras.layers.Dense(
             2,
             kernel_initializer=initializer,
-            dtype=backbone.dtype_policy,
+            dtype=_head_dtype(backbone),
             name="next_sentence_head",
         )
 
