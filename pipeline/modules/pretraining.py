@@ -22,6 +22,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from pipeline.modules.common import gzip_records
+
 GOOGLE_TO_KERAS = {"input_ids": "token_ids", "input_mask": "padding_mask",
                    "segment_ids": "segment_ids"}
 METRICS_FILE = "pretraining_metrics.json"
@@ -40,19 +42,12 @@ def _feature_spec(max_seq_length: int, max_predictions: int) -> dict:
     }
 
 
-def _expand(patterns: list[str]) -> list[str]:
-    files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
-    if not files:
-        raise FileNotFoundError(f"no pretraining examples match {patterns}")
-    return files
-
-
 def make_dataset(files: list[str], config: dict[str, Any], training: bool) -> tf.data.Dataset:
     """Pretraining tf.Examples -> Keras (x, y, sample_weight) batches, int32 features."""
     from bert_keras.pretrainer import split_pretraining_features
 
     spec = _feature_spec(config["max_seq_length"], config["max_predictions_per_seq"])
-    dataset = tf.data.TFRecordDataset(_expand(files), compression_type="GZIP")
+    dataset = gzip_records(files, "pretraining examples")
     if training:
         dataset = dataset.shuffle(10_000, seed=config["seed"]).repeat()
     dataset = dataset.batch(config["batch_size"], drop_remainder=training)
