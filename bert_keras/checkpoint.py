@@ -45,6 +45,7 @@ from bert_keras.backbone import (
     ConfigurableBertBackbone,
     backbone_config,
 )
+from bert_keras.vocabulary import REQUIRED_TOKENS, VocabularyError, read_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,6 @@ ENCODER_CONFIG_FILE = "encoder.json"
 ENCODER_WEIGHTS_FILE = "encoder.weights.h5"
 ENCODER_FORMAT = "bertpipe-encoder"
 ENCODER_FORMAT_VERSION = 1
-REQUIRED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 
 # Hugging Face `hidden_act` -> ConfigurableBertBackbone `hidden_activation`.
 HF_ACTIVATIONS = {
@@ -110,24 +110,40 @@ def resolve_checkpoint(spec: str) -> str:
     return path
 
 
-def read_vocab_file(path: str) -> list[str]:
-    """Reads a vocab.txt exactly as `serving.text_encoder.read_vocabulary` does (no TF).
+def checkpoint_lower_case(checkpoint_dir: str) -> bool:
+    """Whether a checkpoint's vocabulary is uncased, from its metadata alone (no weights read).
+
+    bertpipe encoders: `encoder.json`'s `lower_case`. Hugging Face: `tokenizer_config.json`'s
+    `do_lower_case`, true when the file or the key is absent (BERT's default).
 
     Raises:
-        FileNotFoundError: no such file.
-        CheckpointError: [PAD], [UNK], [CLS] or [SEP] is missing (names the file).
+        FileNotFoundError: the directory is neither format.
+        CheckpointError: the metadata is invalid (names the file).
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: vocabulary file not found")
-    with open(path, encoding="utf-8") as f:
-        tokens = f.read().split("\n")
-    while tokens and not tokens[-1]:
-        tokens.pop()
-    present = set(tokens)
-    for token in REQUIRED_TOKENS:
-        if token not in present:
-            raise CheckpointError(f"{path}: vocabulary has no {token} token")
-    return tokens
+    directory = resolve_checkpoint(checkpoint_dir)
+    encoder_path = os.path.join(directory, ENCODER_CONFIG_FILE)
+    if os.path.isfile(encoder_path):
+        metadata = _read_json(encoder_path)
+        if "lower_case" not in metadata:
+            raise CheckpointError(f"{encoder_path}: no 'lower_case' entry")
+        return bool(metadata["lower_case"])
+    if not os.path.isfile(os.path.join(directory, HF_CONFIG_FILE)):
+        raise FileNotFoundError(
+            f"{directory}: not a BERT checkpoint: found neither {ENCODER_CONFIG_FILE} "
+            f"(bertpipe encoder) nor {HF_CONFIG_FILE} (Hugging Face)"
+        )
+    tokenizer_path = os.path.join(directory, HF_TOKENIZER_CONFIG_FILE)
+    if not os.path.isfile(tokenizer_path):
+        return True
+    tokenizer_config = _read_json(tokenizer_path)
+    lower_case = bool(tokenizer_config.get("do_lower_case", True))
+    strip_accents = tokenizer_config.get("strip_accents")
+    if strip_accents is not None and bool(strip_accents) != lower_case:
+        raise CheckpointError(
+            f"{tokenizer_path}: strip_accents={strip_accents} with do_lower_case="
+            f"{lower_case} is unsupported (the text encoder strips accents iff it lower-cases)"
+        )
+    return lower_case
 
 
 def load_backbone(
@@ -149,17 +165,16 @@ def load_backbone(
         CheckpointError: a file is invalid or inconsistent with another (names the file).
     """
     directory = resolve_checkpoint(checkpoint_dir)
+    lower_case = checkpoint_lower_case(directory)
     if os.path.isfile(os.path.join(directory, ENCODER_CONFIG_FILE)):
-        backbone, lower_case = _load_encoder_checkpoint(directory, dropout)
-    elif os.path.isfile(os.path.join(directory, HF_CONFIG_FILE)):
-        backbone, lower_case = _load_hf_checkpoint(directory, dropout)
+        backbone = _load_encoder_checkpoint(directory, dropout)
     else:
-        raise FileNotFoundError(
-            f"{directory}: not a BERT checkpoint: found neither {ENCODER_CONFIG_FILE} "
-            f"(bertpipe encoder) nor {HF_CONFIG_FILE} (Hugging Face)"
-        )
+        backbone = _load_hf_checkpoint(directory, dropout)
     vocab_path = os.path.join(directory, VOCAB_FILE)
-    vocabulary = read_vocab_file(vocab_path)
+    try:
+        vocabulary = read_vocabulary(vocab_path)
+    except VocabularyError as e:
+        raise CheckpointError(str(e)) from e
     if len(vocabulary) != backbone.vocabulary_size:
         raise CheckpointError(
             f"{vocab_path}: {len(vocabulary)} tokens, but the checkpoint's token embedding has "
@@ -241,9 +256,8 @@ def _load_encoder_checkpoint(directory: str, dropout: float | None):
             f"{path}: unsupported version {metadata.get('version')!r} "
             f"(this code reads version {ENCODER_FORMAT_VERSION})"
         )
-    for key in ("lower_case", "backbone"):
-        if key not in metadata:
-            raise CheckpointError(f"{path}: no {key!r} entry")
+    if "backbone" not in metadata:
+        raise CheckpointError(f"{path}: no 'backbone' entry")
     config = dict(metadata["backbone"])
     if dropout is not None:
         config["dropout"] = float(dropout)
@@ -258,7 +272,7 @@ def _load_encoder_checkpoint(directory: str, dropout: float | None):
         backbone.load_weights(weights)
     except Exception as e:
         raise CheckpointError(f"{weights}: cannot load into the backbone of {path}: {e}") from e
-    return backbone, bool(metadata["lower_case"])
+    return backbone
 
 
 # --- Hugging Face format ---------------------------------------------------------------------
@@ -303,18 +317,7 @@ def _load_hf_checkpoint(directory: str, dropout: float | None):
     )
     with _SafetensorsReader(directory) as reader:
         _port_hf_weights(backbone, reader)
-    lower_case = True
-    tokenizer_path = os.path.join(directory, HF_TOKENIZER_CONFIG_FILE)
-    if os.path.isfile(tokenizer_path):
-        tokenizer_config = _read_json(tokenizer_path)
-        lower_case = bool(tokenizer_config.get("do_lower_case", True))
-        strip_accents = tokenizer_config.get("strip_accents")
-        if strip_accents is not None and bool(strip_accents) != lower_case:
-            raise CheckpointError(
-                f"{tokenizer_path}: strip_accents={strip_accents} with do_lower_case="
-                f"{lower_case} is unsupported (the text encoder strips accents iff it lower-cases)"
-            )
-    return backbone, lower_case
+    return backbone
 
 
 class _SafetensorsReader:

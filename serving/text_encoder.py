@@ -24,18 +24,6 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_CHARS_PER_WORD = 100  # longer words become [UNK], as in BERT's WordPiece
 
 
-def read_vocabulary(path: str) -> list[str]:
-    """Reads a BERT vocab.txt (one token a line, id = line number)."""
-    with tf.io.gfile.GFile(path, "r") as f:
-        tokens = [line.rstrip("\n") for line in f]
-    while tokens and not tokens[-1]:
-        tokens.pop()
-    for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
-        if token not in tokens:
-            raise ValueError(f"{path}: vocabulary has no {token} token")
-    return tokens
-
-
 class BertTextEncoder(tf.Module):
     """Tokenizes one or two text segments the way BERT's uncased/cased tokenizers do.
 

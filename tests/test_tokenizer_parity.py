@@ -18,7 +18,8 @@ transformers = pytest.importorskip("transformers")
 from transformers.models.bert.tokenization_bert import load_vocab  # noqa: E402
 
 from bert_keras.checkpoint import resolve_checkpoint  # noqa: E402
-from serving.text_encoder import BertTextEncoder, read_vocabulary  # noqa: E402
+from bert_keras.vocabulary import read_vocabulary  # noqa: E402
+from serving.text_encoder import BertTextEncoder  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LENGTH = 128

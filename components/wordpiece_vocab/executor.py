@@ -12,9 +12,9 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
+from bert_keras.vocabulary import read_vocabulary
 from components import common
 from components.wordpiece_vocab import vocab_learning
-from serving.text_encoder import read_vocabulary
 
 # Channel and execution property keys.
 EXAMPLES_KEY = "examples"

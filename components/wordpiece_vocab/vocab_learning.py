@@ -24,6 +24,8 @@ from typing import Any
 
 import apache_beam as beam
 
+from bert_keras.vocabulary import REQUIRED_TOKENS, read_vocabulary
+
 VOCAB_FILE = "vocab.txt"
 CONFIG_FILE = "vocab_config.json"
 SOURCE_LEARNED = "learned"
@@ -31,8 +33,6 @@ SOURCE_IMPORTED = "imported"
 
 # BERT's specials first, so that [PAD] gets id 0 (the padding value of pretraining data).
 DEFAULT_RESERVED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-# What serving's BertTextEncoder needs; pretraining additionally needs [MASK].
-REQUIRED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 
 _COUNT_BATCH_DOCUMENTS = 32
 
@@ -232,7 +232,5 @@ def read_vocabulary_config(directory: str) -> dict[str, Any]:
 
 def read_vocabulary_dir(directory: str) -> tuple[list[str], bool]:
     """Reads a vocabulary directory: (tokens, lower_case)."""
-    from serving.text_encoder import read_vocabulary
-
     tokens = read_vocabulary(os.path.join(directory, VOCAB_FILE))
     return tokens, bool(read_vocabulary_config(directory)["lower_case"])

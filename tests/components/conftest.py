@@ -46,7 +46,7 @@ def minilm_vocab_path() -> str:
 
 @pytest.fixture(scope="session")
 def minilm_vocab(minilm_vocab_path: str) -> list[str]:
-    from serving.text_encoder import read_vocabulary
+    from bert_keras.vocabulary import read_vocabulary
 
     return read_vocabulary(minilm_vocab_path)
 
