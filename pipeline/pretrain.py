@@ -63,17 +63,10 @@ def create_pipeline(config: PretrainConfig, enable_cache: bool | None = None):
         vocabulary = WordpieceVocab(examples=text_gen.outputs["examples"],
                                     vocab_size=config.vocabulary.size,
                                     lower_case=config.vocabulary.lower_case)
-    examples = config.examples
     pretraining_examples = PretrainingExampleGen(
         examples=text_gen.outputs["examples"],
         vocabulary=vocabulary.outputs["vocabulary"],
-        max_seq_length=examples.max_seq_length,
-        max_predictions_per_seq=examples.max_predictions_per_seq,
-        masked_lm_prob=examples.masked_lm_prob,
-        short_seq_prob=examples.short_seq_prob,
-        dupe_factor=examples.dupe_factor,
-        whole_word_masking=examples.whole_word_masking,
-        random_seed=examples.seed,
+        **dataclasses.asdict(config.examples),
     )
     trainer = tfx.components.Trainer(
         run_fn=f"{MODULE}.run_fn",

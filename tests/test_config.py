@@ -93,3 +93,39 @@ def test_cli_rejects_bad_config_before_anything_starts(tmp_path):
 def test_shipped_configs_are_valid():
     for path in sorted((REPO / "configs").glob("*.yaml")):
         load_config(str(path))
+
+
+PRETRAIN = """
+kind: pretrain
+pipeline: {name: novels, root: build/novels}
+text: {input_dir: corpus}
+encoder_dir: encoders
+examples: {max_seq_length: 64, dupe_factor: 2, random_seed: 7}
+"""
+
+
+def test_pretrain_examples_section_is_the_components_own_config(tmp_path):
+    from components.pretraining_examples.recipe import PretrainingConfig
+
+    config = load_config(write(tmp_path, PRETRAIN))
+    assert config.examples == PretrainingConfig(max_seq_length=64, dupe_factor=2, random_seed=7)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("random_seed: 7", "seed: 7"), "unknown key 'examples.seed' (known at examples: "
+                                        "max_seq_length, max_predictions_per_seq"),
+        (("dupe_factor: 2", "dupe_factor: 0"), "examples: dupe_factor must be >= 1, got 0"),
+        (("dupe_factor: 2", "masked_lm_prob: 1.5"),
+         "examples: masked_lm_prob must be in (0, 1), got 1.5"),
+        (("max_seq_length: 64", "max_seq_length: 1024"),
+         "examples.max_seq_length: must be between 8 and 512"),
+    ],
+)
+def test_bad_pretrain_examples_name_the_key(tmp_path, change, message):
+    path = write(tmp_path, PRETRAIN.replace(*change))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    text = str(error.value)
+    assert message in text and text.startswith(path) and "\n" not in text
