@@ -35,14 +35,7 @@ import platform
 import sys
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ["HF_HUB_OFFLINE"] = "1"  # local files only: nothing is downloaded
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from _common import REPO
 
 MAX_SEQ_LENGTH = 64
 BATCH_SIZE = 32

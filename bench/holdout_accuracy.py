@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer kernels)
+from _common import REPO
 
-HOLDOUT = Path(__file__).resolve().parent.parent / "data" / "sst2" / "holdout.csv"
+HOLDOUT = REPO / "data" / "sst2" / "holdout.csv"
 
 
 def holdout_accuracy(model_dir: str, path: Path = HOLDOUT, batch_size: int = 128) -> float:

