@@ -1,4 +1,10 @@
-"""The fine-tuning model: a BERT backbone with a classification head on the pooled output.
+"""The fine-tuning model: a BERT backbone with a classification head on a sentence vector.
+
+The sentence vector is either BERT's pooled [CLS] output (`pooling="cls"`, KerasHub's
+`BertTextClassifier`) or the mean of the token vectors over the padding mask
+(`pooling="mean"`). Mean pooling suits checkpoints trained as sentence encoders on mean-pooled
+vectors, such as all-MiniLM-L6-v2: fine-tuned on 20,000 SST-2 rows for one epoch, it scored
+0.885 against 0.877 with [CLS] on 1,744 unseen sentences (BUILD.md).
 
 The model maps the text encoder's output (`serving.text_encoder.BertTextEncoder`), a dict of
 int32 `token_ids`, `segment_ids` and `padding_mask` [batch, seq], to LOGITS
@@ -26,16 +32,23 @@ from __future__ import annotations
 import keras
 import keras_hub
 
+POOLINGS = ("cls", "mean")
+
 
 def build_text_classifier(
-    backbone: keras_hub.models.BertBackbone, num_classes: int, dropout: float = 0.1
+    backbone: keras_hub.models.BertBackbone,
+    num_classes: int,
+    dropout: float = 0.1,
+    pooling: str = "cls",
 ) -> keras.Model:
-    """A `keras_hub.models.BertTextClassifier` on `backbone`, without preprocessor.
+    """A classifier on `backbone`, without preprocessor.
 
     Args:
         backbone: a BERT backbone, e.g. from `bert_keras.checkpoint.load_backbone`.
         num_classes: number of classes (>= 2; the export contract applies a softmax).
-        dropout: dropout rate on the pooled output, before the output Dense layer.
+        dropout: dropout rate on the sentence vector, before the output Dense layer.
+        pooling: "cls": a `keras_hub.models.BertTextClassifier` (the pooled [CLS] output);
+            "mean": a functional model on the masked mean of `sequence_output`.
 
     Returns:
         The classifier: inputs `{token_ids, segment_ids, padding_mask}` int32 [batch, seq],
@@ -45,10 +58,28 @@ def build_text_classifier(
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    return keras_hub.models.BertTextClassifier(
-        backbone=backbone,
-        num_classes=num_classes,
-        preprocessor=None,
-        activation=None,
-        dropout=dropout,
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if pooling == "cls":
+        return keras_hub.models.BertTextClassifier(
+            backbone=backbone,
+            num_classes=num_classes,
+            preprocessor=None,
+            activation=None,
+            dropout=dropout,
+        )
+    inputs = {
+        name: keras.Input(shape=(None,), dtype="int32", name=name)
+        for name in ("token_ids", "segment_ids", "padding_mask")
+    }
+    sequence = backbone(inputs)["sequence_output"]
+    sentence = keras.layers.GlobalAveragePooling1D(name="mean_pooling")(
+        sequence, mask=inputs["padding_mask"]
     )
+    sentence = keras.layers.Dropout(dropout, name="output_dropout")(sentence)
+    logits = keras.layers.Dense(
+        num_classes,
+        kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        name="logits",
+    )(sentence)
+    return keras.Model(inputs, logits, name="bert_mean_pooled_classifier")

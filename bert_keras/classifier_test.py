@@ -68,3 +68,28 @@ def test_fits_with_sparse_cross_entropy_from_logits():
 def test_bad_arguments(num_classes, dropout):
     with pytest.raises(ValueError):
         build_text_classifier(ConfigurableBertBackbone(**TINY), num_classes, dropout)
+
+
+def test_mean_pooling_averages_unpadded_token_vectors(tmp_path):
+    keras.utils.set_random_seed(0)
+    backbone = ConfigurableBertBackbone(**TINY)
+    model = build_text_classifier(backbone, num_classes=3, dropout=0.2, pooling="mean")
+    inputs = _inputs()
+    logits = keras.ops.convert_to_numpy(model(inputs, training=False))
+    sequence = keras.ops.convert_to_numpy(backbone(inputs)["sequence_output"])
+    mask = inputs["padding_mask"][..., None].astype("float32")
+    mean = (sequence * mask).sum(1) / mask.sum(1)
+    kernel, bias = model.get_layer("logits").get_weights()
+    np.testing.assert_allclose(logits, mean @ kernel + bias, atol=1e-5)
+    # Padded positions do not count: not the plain mean over all 10 positions.
+    assert not np.allclose(logits[0], sequence[0].mean(0) @ kernel + bias, atol=1e-3)
+    path = str(tmp_path / "mean.keras")
+    model.save(path)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.saving.load_model(path)(inputs)), logits, atol=1e-6
+    )
+
+
+def test_unknown_pooling():
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        build_text_classifier(ConfigurableBertBackbone(**TINY), 2, pooling="max")

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import yaml
 
+from components.pretraining_examples.recipe import PretrainingConfig
+
 
 class ConfigError(ValueError):
     """A config file that does not describe a valid pipeline."""
@@ -57,6 +59,7 @@ class ModelSection:
     max_seq_length: int = 128
     dropout: float = 0.1
     lower_case: bool | None = None  # None: what the checkpoint says
+    pooling: Literal["cls", "mean"] = "cls"  # sentence vector: [CLS] pooler or masked mean
 
 
 @dataclass
@@ -135,17 +138,6 @@ class VocabularySection:
 
 
 @dataclass
-class PretrainingExamplesSection:
-    max_seq_length: int = 128
-    max_predictions_per_seq: int = 20
-    masked_lm_prob: float = 0.15
-    short_seq_prob: float = 0.1
-    dupe_factor: int = 5
-    whole_word_masking: bool = False
-    seed: int = 12345
-
-
-@dataclass
 class EncoderSection:
     num_layers: int = 2
     num_heads: int = 2
@@ -176,7 +168,7 @@ class PretrainConfig:
     encoder_dir: str  # encoder checkpoints are pushed to <encoder_dir>/<version>/
     kind: Literal["pretrain"] = "pretrain"
     vocabulary: VocabularySection = field(default_factory=VocabularySection)
-    examples: PretrainingExamplesSection = field(default_factory=PretrainingExamplesSection)
+    examples: PretrainingConfig = field(default_factory=PretrainingConfig)  # the component's own
     encoder: EncoderSection = field(default_factory=EncoderSection)
     training: PretrainingSection = field(default_factory=PretrainingSection)
 
@@ -287,7 +279,10 @@ def _build(cls: type, values: Any, prefix: str, source: str) -> Any:
             kwargs[name] = _convert(values[name], hints[name], dotted, source)
         elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{source}: missing required key {dotted!r}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # a dataclass's own validation, e.g. PretrainingConfig's
+        raise ConfigError(f"{source}: {where}: {e}") from None
 
 
 def _resolve_paths(config: Any, base_dir: str) -> None:
@@ -303,10 +298,6 @@ def _check_pretrain(config: PretrainConfig, fail) -> None:
     examples, training = config.examples, config.training
     if not 8 <= examples.max_seq_length <= 512:
         fail("examples.max_seq_length", "must be between 8 and 512")
-    if not 0.0 < examples.masked_lm_prob < 1.0:
-        fail("examples.masked_lm_prob", "must be in (0, 1)")
-    if examples.dupe_factor < 1:
-        fail("examples.dupe_factor", "must be positive")
     if config.encoder.hidden_dim % config.encoder.num_heads:
         fail("encoder.hidden_dim", "must be a multiple of encoder.num_heads")
     if training.checkpoint_every < 1 or training.train_steps % training.checkpoint_every:

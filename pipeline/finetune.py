@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -33,25 +32,13 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def checkpoint_lower_case(checkpoint_dir: str) -> bool:
-    """Whether a checkpoint's tokenizer lower-cases (uncased), from its own metadata."""
-    for name, key in (("encoder.json", "lower_case"), ("tokenizer_config.json", "do_lower_case")):
-        path = os.path.join(checkpoint_dir, name)
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                value = json.load(f).get(key)
-            if value is not None:
-                return bool(value)
-    return True
-
-
 def checkpoint_directory(spec: str) -> str:
     """Resolves `model.checkpoint`; a base path of pushed versions gives its newest version."""
-    from bert_keras.checkpoint import resolve_checkpoint
+    from bert_keras.checkpoint import ENCODER_CONFIG_FILE, HF_CONFIG_FILE, resolve_checkpoint
 
     path = resolve_checkpoint(spec)
     is_checkpoint = any(os.path.exists(os.path.join(path, name))
-                        for name in ("encoder.json", "config.json"))
+                        for name in (ENCODER_CONFIG_FILE, HF_CONFIG_FILE))
     versions = [name for name in os.listdir(path) if name.isdigit()]
     if not is_checkpoint and versions:
         return os.path.join(path, max(versions, key=int))
@@ -60,6 +47,8 @@ def checkpoint_directory(spec: str) -> str:
 
 def module_config(config: FinetuneConfig, checkpoint_dir: str) -> dict:
     """The `custom_config` shared by Transform and Trainer."""
+    from bert_keras.checkpoint import checkpoint_lower_case
+
     lower_case = config.model.lower_case
     if lower_case is None:
         lower_case = checkpoint_lower_case(checkpoint_dir)
@@ -68,6 +57,7 @@ def module_config(config: FinetuneConfig, checkpoint_dir: str) -> dict:
         "lower_case": lower_case,
         "max_seq_length": config.model.max_seq_length,
         "dropout": config.model.dropout,
+        "pooling": config.model.pooling,
         "text_feature": config.data.text_feature,
         "second_text_feature": config.data.second_text_feature,
         "label_feature": config.data.label_feature,

@@ -16,7 +16,9 @@ from typing import Any
 
 import tensorflow as tf
 
-from serving.text_encoder import BertTextEncoder, read_vocabulary
+from bert_keras.vocabulary import read_vocabulary
+from pipeline.modules.common import gzip_records
+from serving.text_encoder import BertTextEncoder
 
 TOKEN_FEATURES = ("token_ids", "segment_ids", "padding_mask")
 
@@ -64,7 +66,7 @@ def make_dataset(
     Rows are grouped by length so a batch of short sentences is not padded to the maximum;
     on SST-2 that makes training several times faster on a CPU.
     """
-    dataset = tf.data.TFRecordDataset(_expand(files), compression_type="GZIP")
+    dataset = gzip_records(files, "transformed examples")
     if shuffle:
         dataset = dataset.shuffle(20_000, seed=seed, reshuffle_each_iteration=True)
 
@@ -84,16 +86,8 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _expand(patterns: list[str]) -> list[str]:
-    """TFX hands the Trainer file patterns (`.../Split-train/*`)."""
-    files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
-    if not files:
-        raise FileNotFoundError(f"no transformed examples match {patterns}")
-    return files
-
-
 def _count_records(files: list[str]) -> int:
-    dataset = tf.data.TFRecordDataset(_expand(files), compression_type="GZIP")
+    dataset = gzip_records(files, "transformed examples")
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
 
 
@@ -127,7 +121,8 @@ def run_fn(fn_args) -> None:
 
     backbone, vocabulary, _ = load_backbone(config["checkpoint_dir"], dropout=config["dropout"])
     model = build_text_classifier(
-        backbone, num_classes=len(config["classes"]), dropout=config["dropout"]
+        backbone, num_classes=len(config["classes"]), dropout=config["dropout"],
+        pooling=config["pooling"],
     )
     model.compile(
         # BERT's recipe: AdamW, linear warm-up then linear decay, no decay on biases/LayerNorm.
