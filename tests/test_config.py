@@ -54,6 +54,7 @@ def test_valid_config_types_defaults_and_relative_paths(tmp_path):
         (("classes: [neg, pos]", "classes: [neg]"), "data.classes: needs at least two"),
         (("model_name: demo", "model_name: ../x"), "serving.model_name: must be a plain name"),
         (("kind: finetune", "kind: magic"), "kind: expected one of"),
+        (("max_seq_length: 32", "max_seq_length: 32, pooling: max"), "model.pooling: expected"),
         (("kind: finetune", "kind: finetune\nextra: 1"), "unknown key 'extra'"),
     ],
 )
