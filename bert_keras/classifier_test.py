@@ -83,6 +83,8 @@ def test_mean_pooling_averages_unpadded_token_vectors(tmp_path):
     np.testing.assert_allclose(logits, mean @ kernel + bias, atol=1e-5)
     # Padded positions do not count: not the plain mean over all 10 positions.
     assert not np.allclose(logits[0], sequence[0].mean(0) @ kernel + bias, atol=1e-3)
+    assert not backbone.pooled_dense.trainable  # unused by mean pooling
+    assert len(model.trainable_weights) == len(backbone.trainable_weights) + 2
     path = str(tmp_path / "mean.keras")
     model.save(path)
     np.testing.assert_allclose(
