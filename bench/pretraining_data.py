@@ -42,6 +42,8 @@ os.environ.setdefault("RAYON_NUM_THREADS", "1")  # Before `tokenizers` is import
 
 from _common import REPO, minilm_dir
 
+MINILM_VOCAB = os.path.join(minilm_dir(), "vocab.txt")
+
 CORPUS_FILES = ("pride_and_prejudice.txt", "wizard_of_oz.txt")
 CHAPTER_REGEX = r"^CHAPTER\s+[0-9IVXLC]+\.?$"
 MAX_SEQ_LENGTH = 128
@@ -88,7 +90,7 @@ def _prepare(workdir: Path, corpus_copies: int) -> tuple[list, str, int]:
     with open(workdir / "google_input.txt", "w", encoding="utf-8") as f:
         f.write("\n\n".join("\n".join(d.sentences) for d in documents) + "\n")
 
-    encoder = BertTextEncoder(read_vocabulary(os.path.join(minilm_dir(), "vocab.txt")), MAX_SEQ_LENGTH, lower_case=True)
+    encoder = BertTextEncoder(read_vocabulary(MINILM_VOCAB), MAX_SEQ_LENGTH, lower_case=True)
     sentences = [s for d in documents for s in d.sentences]
     tokens = int(encoder.tokenize(tf.constant(sentences)).flat_values.shape[0])
     return documents, str(workdir / "text_examples" / "Split-train" / "*"), tokens
@@ -117,7 +119,7 @@ def run_bertpipe(text_pattern: str, output_dir: Path, dupe_factor: int, options_
     from bert_keras.vocabulary import read_vocabulary
     from components.pretraining_examples import pretraining_data
 
-    vocabulary = read_vocabulary(os.path.join(minilm_dir(), "vocab.txt"))
+    vocabulary = read_vocabulary(MINILM_VOCAB)
     config = pretraining_data.PretrainingConfig(
         max_seq_length=MAX_SEQ_LENGTH,
         max_predictions_per_seq=MAX_PREDICTIONS,
@@ -144,7 +146,7 @@ def run_google(workdir: Path, dupe_factor: int) -> tuple[float, dict]:
             "create_pretraining_data.py",
             f"--input_file={workdir / 'google_input.txt'}",
             f"--output_file={output}",
-            f"--vocab_file={os.path.join(minilm_dir(), 'vocab.txt')}",
+            f"--vocab_file={MINILM_VOCAB}",
             "--do_lower_case=True",
             f"--max_seq_length={MAX_SEQ_LENGTH}",
             f"--max_predictions_per_seq={MAX_PREDICTIONS}",
@@ -166,7 +168,7 @@ def run_hugging_face(documents: list, dupe_factor: int) -> tuple[float, dict]:
     from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerFast
 
     start = time.perf_counter()
-    tokenizer = BertWordPieceTokenizer(os.path.join(minilm_dir(), "vocab.txt"), lowercase=True)
+    tokenizer = BertWordPieceTokenizer(MINILM_VOCAB, lowercase=True)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer._tokenizer,
         unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",

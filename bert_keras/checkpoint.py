@@ -59,6 +59,7 @@ ENCODER_CONFIG_FILE = "encoder.json"
 ENCODER_WEIGHTS_FILE = "encoder.weights.h5"
 ENCODER_FORMAT = "bertpipe-encoder"
 ENCODER_FORMAT_VERSION = 1
+HF_FORMAT = "huggingface"
 
 # Hugging Face `hidden_act` -> ConfigurableBertBackbone `hidden_activation`.
 HF_ACTIVATIONS = {
@@ -110,6 +111,25 @@ def resolve_checkpoint(spec: str) -> str:
     return path
 
 
+def checkpoint_format(directory: str) -> str | None:
+    """`ENCODER_FORMAT`, `HF_FORMAT`, or None when `directory` holds neither's config file."""
+    if os.path.isfile(os.path.join(directory, ENCODER_CONFIG_FILE)):
+        return ENCODER_FORMAT
+    if os.path.isfile(os.path.join(directory, HF_CONFIG_FILE)):
+        return HF_FORMAT
+    return None
+
+
+def _require_format(directory: str) -> str:
+    found = checkpoint_format(directory)
+    if found is None:
+        raise FileNotFoundError(
+            f"{directory}: not a BERT checkpoint: found neither {ENCODER_CONFIG_FILE} "
+            f"(bertpipe encoder) nor {HF_CONFIG_FILE} (Hugging Face)"
+        )
+    return found
+
+
 def checkpoint_lower_case(checkpoint_dir: str) -> bool:
     """Whether a checkpoint's vocabulary is uncased, from its metadata alone (no weights read).
 
@@ -121,17 +141,12 @@ def checkpoint_lower_case(checkpoint_dir: str) -> bool:
         CheckpointError: the metadata is invalid (names the file).
     """
     directory = resolve_checkpoint(checkpoint_dir)
-    encoder_path = os.path.join(directory, ENCODER_CONFIG_FILE)
-    if os.path.isfile(encoder_path):
+    if _require_format(directory) == ENCODER_FORMAT:
+        encoder_path = os.path.join(directory, ENCODER_CONFIG_FILE)
         metadata = _read_json(encoder_path)
         if "lower_case" not in metadata:
             raise CheckpointError(f"{encoder_path}: no 'lower_case' entry")
         return bool(metadata["lower_case"])
-    if not os.path.isfile(os.path.join(directory, HF_CONFIG_FILE)):
-        raise FileNotFoundError(
-            f"{directory}: not a BERT checkpoint: found neither {ENCODER_CONFIG_FILE} "
-            f"(bertpipe encoder) nor {HF_CONFIG_FILE} (Hugging Face)"
-        )
     tokenizer_path = os.path.join(directory, HF_TOKENIZER_CONFIG_FILE)
     if not os.path.isfile(tokenizer_path):
         return True
@@ -166,7 +181,7 @@ def load_backbone(
     """
     directory = resolve_checkpoint(checkpoint_dir)
     lower_case = checkpoint_lower_case(directory)
-    if os.path.isfile(os.path.join(directory, ENCODER_CONFIG_FILE)):
+    if _require_format(directory) == ENCODER_FORMAT:
         backbone = _load_encoder_checkpoint(directory, dropout)
     else:
         backbone = _load_hf_checkpoint(directory, dropout)

@@ -68,8 +68,7 @@ def build_text_classifier(
             dropout=dropout,
         )
     inputs = {
-        name: keras.Input(shape=(None,), dtype="int32", name=name)
-        for name in ("token_ids", "segment_ids", "padding_mask")
+        name: keras.Input(shape=(None,), dtype="int32", name=name) for name in backbone.input
     }
     # The [CLS] pooler gets no gradient here; freezing it keeps Keras from warning about it.
     backbone.pooled_dense.trainable = False

@@ -34,13 +34,11 @@ def code_fingerprint() -> str:
 
 def checkpoint_directory(spec: str) -> str:
     """Resolves `model.checkpoint`; a base path of pushed versions gives its newest version."""
-    from bert_keras.checkpoint import ENCODER_CONFIG_FILE, HF_CONFIG_FILE, resolve_checkpoint
+    from bert_keras.checkpoint import checkpoint_format, resolve_checkpoint
 
     path = resolve_checkpoint(spec)
-    is_checkpoint = any(os.path.exists(os.path.join(path, name))
-                        for name in (ENCODER_CONFIG_FILE, HF_CONFIG_FILE))
     versions = [name for name in os.listdir(path) if name.isdigit()]
-    if not is_checkpoint and versions:
+    if checkpoint_format(path) is None and versions:
         return os.path.join(path, max(versions, key=int))
     return path
 
