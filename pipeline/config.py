@@ -328,6 +328,8 @@ def _check(config, source: str) -> None:
         fail("training.batch_size", "must be positive")
     if config.training.epochs < 1:
         fail("training.epochs", "must be positive")
+    if config.training.max_steps is not None and config.training.max_steps < 0:
+        fail("training.max_steps", "must be 0 or more")
     if not 0.0 <= config.training.warmup_fraction < 1.0:
         fail("training.warmup_fraction", "must be in [0, 1)")
     if config.training.learning_rate <= 0:

@@ -116,8 +116,9 @@ def run_fn(fn_args) -> None:
     train_rows = _count_records(fn_args.train_files)
     steps_per_epoch = math.ceil(train_rows / config["batch_size"]) + len(config["length_buckets"])
     total_steps = steps_per_epoch * config["epochs"]
-    if config.get("max_steps"):
-        total_steps = min(total_steps, config["max_steps"])
+    max_steps = config.get("max_steps")
+    if max_steps is not None:  # 0 exports the warm-started model untrained (a baseline)
+        total_steps = min(total_steps, max_steps)
 
     backbone, vocabulary, _ = load_backbone(config["checkpoint_dir"], dropout=config["dropout"])
     model = build_text_classifier(
@@ -126,26 +127,29 @@ def run_fn(fn_args) -> None:
     )
     model.compile(
         # BERT's recipe: AdamW, linear warm-up then linear decay, no decay on biases/LayerNorm.
-        optimizer=build_adamw(config["learning_rate"], total_steps, config["warmup_fraction"],
-                              config["weight_decay"]),
+        optimizer=build_adamw(config["learning_rate"], max(total_steps, 1),
+                              config["warmup_fraction"], config["weight_decay"]),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     train = dataset(fn_args.train_files, config["batch_size"], shuffle=True)
-    if config.get("max_steps"):
+    if max_steps is not None:
         train, epochs = train.repeat().take(total_steps), 1
     else:
         epochs = config["epochs"]
     logging.info("Training on %d rows: %d steps", train_rows, total_steps)
-    history = model.fit(
-        train,
-        epochs=epochs,
-        validation_data=dataset(fn_args.eval_files, config["eval_batch_size"], shuffle=False),
-        verbose=2,
-    )
+    history = {}
+    if total_steps > 0:
+        history = model.fit(
+            train,
+            epochs=epochs,
+            validation_data=dataset(fn_args.eval_files, config["eval_batch_size"],
+                                    shuffle=False),
+            verbose=2,
+        ).history
     os.makedirs(fn_args.model_run_dir, exist_ok=True)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
-        json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f)
+        json.dump({k: [float(v) for v in vs] for k, vs in history.items()}, f)
 
     encoder = BertTextEncoder(vocabulary, max_len, lower_case=config["lower_case"])
     export_saved_model(
