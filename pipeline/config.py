@@ -1,15 +1,18 @@
 """Typed pipeline configuration, read from YAML and checked before anything runs.
 
-Every section is a dataclass; `load_config` rejects an unknown key or a value of the wrong
-type with a one-line `ConfigError` naming the file and the dotted key. Relative paths are
-resolved against the directory of the YAML file, so a scheduled run works from any cwd.
-Nothing here imports TensorFlow or TFX.
+Every section is a pydantic model with `extra="forbid"`. A config is a discriminated union:
+`kind` picks fine-tuning or pretraining, and a fine-tuning config's `task` picks the task
+(`pipeline.tasks`: each task adds its own `data:` and `evaluation:` sections). `load_config`
+turns pydantic's errors into one line naming the file and the dotted key
+(`FILE: training.batch_size: expected an integer, got 'abc'`). Relative paths are resolved
+against the directory of the YAML file, so a scheduled run works from any cwd. Nothing here
+imports TensorFlow or TFX.
 
 Example:
 
 >>> config = load_config("configs/demo_sst2.yaml")  # doctest: +SKIP
->>> config.training.batch_size  # doctest: +SKIP
-32
+>>> config.task, config.training.batch_size  # doctest: +SKIP
+('text_classification', 32)
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import dataclasses
 import os
 import types
 import typing
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import pydantic
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from components.pretraining_examples.recipe import PretrainingConfig
 
@@ -30,83 +34,81 @@ class ConfigError(ValueError):
     """A config file that does not describe a valid pipeline."""
 
 
-@dataclass
-class PipelineSection:
-    name: str
-    root: str  # pipeline root: artifacts, and metadata.sqlite unless metadata_path is set
-    metadata_path: str | None = None
-    enable_cache: bool = True
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads 5e-5 as a string, and 1 as an integer: both are fine numbers."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+# Strict types: YAML's `true` is no integer and `8` no string.
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+Float = Annotated[float, Strict(), BeforeValidator(_number)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=False)
+
+
+class PipelineSection(Section):
+    name: Str
+    root: Str  # pipeline root: artifacts, and metadata.sqlite unless metadata_path is set
+    metadata_path: Str | None = None
+    enable_cache: Bool = True
     # Apache Beam options for every Beam-based component, e.g. ["--direct_num_workers=2"].
-    beam_args: list[str] = field(default_factory=list)
+    beam_args: list[Str] = Field(default_factory=list)
 
 
-@dataclass
-class DataSection:
-    input_dir: str
-    classes: list[str]  # class names; the label column holds their index
-    splits: dict[str, str] = field(
-        default_factory=lambda: {"train": "train/*.csv", "eval": "eval/*.csv"}
-    )
-    text_feature: str = "sentence"
-    second_text_feature: str | None = None  # sentence-pair tasks
-    label_feature: str = "label"
-
-
-@dataclass
-class ModelSection:
+class ModelSection(Section):
     # A Hugging Face BERT directory, a bertpipe encoder checkpoint, or package:NAME/subdir.
-    checkpoint: str
-    max_seq_length: int = 128
-    dropout: float = 0.1
-    lower_case: bool | None = None  # None: what the checkpoint says
+    checkpoint: Str
+    max_seq_length: Int = 128
+    dropout: Float = 0.1
+    lower_case: Bool | None = None  # None: what the checkpoint says
     pooling: Literal["cls", "mean"] = "cls"  # sentence vector: [CLS] pooler or masked mean
 
 
-@dataclass
-class TrainingSection:
-    batch_size: int = 32
-    epochs: int = 1
-    max_steps: int | None = None  # caps epochs * steps_per_epoch
-    learning_rate: float = 5e-5
-    warmup_fraction: float = 0.1
-    weight_decay: float = 0.01
-    eval_batch_size: int = 128
-    seed: int = 42
+class TrainingSection(Section):
+    batch_size: Int = 32
+    epochs: Int = 1
+    max_steps: Int | None = None  # caps epochs * steps_per_epoch; 0 exports untrained
+    learning_rate: Float = 5e-5
+    warmup_fraction: Float = 0.1
+    weight_decay: Float = 0.01
+    eval_batch_size: Int = 128
+    seed: Int = 42
     # Batch by padded length buckets, trimming padding per batch (much faster on short text).
-    length_buckets: list[int] = field(default_factory=lambda: [16, 32, 64])
+    length_buckets: list[Int] = Field(default_factory=lambda: [16, 32, 64])
 
 
-@dataclass
-class EvaluationSection:
-    min_accuracy: float = 0.5
-    min_auc: float | None = None
-    # The candidate must reach the latest blessed model's accuracy minus this tolerance.
-    baseline_tolerance: float = 0.0
+class ServingSection(Section):
+    model_name: Str
+    serving_dir: Str = "serving_models"
 
 
-@dataclass
-class ServingSection:
-    model_name: str
-    serving_dir: str = "serving_models"
+class ScoringSection(Section):
+    """Unlabelled rows scored by TFX's BulkInferrer with the blessed candidate."""
+
+    input_dir: Str
+    pattern: Str = "*.csv"  # files with the input column(s), under input_dir
 
 
-@dataclass
-class ScoringSection:
-    """Unlabelled text scored by TFX's BulkInferrer with the blessed candidate."""
+class FinetuneConfig(Section):
+    """What every fine-tuning task shares; each task subclasses it with `data`/`evaluation`."""
 
-    input_dir: str
-    pattern: str = "*.csv"  # CSV with the text column(s), under input_dir
-
-
-@dataclass
-class FinetuneConfig:
+    kind: Literal["finetune"] = "finetune"
+    task: str
     pipeline: PipelineSection
-    data: DataSection
     model: ModelSection
     serving: ServingSection
-    kind: Literal["finetune"] = "finetune"
-    training: TrainingSection = field(default_factory=TrainingSection)
-    evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
     scoring: ScoringSection | None = None
 
     @property
@@ -117,67 +119,100 @@ class FinetuneConfig:
     def serving_model_dir(self) -> str:
         return os.path.join(self.serving.serving_dir, self.serving.model_name)
 
+    def check(self, fail) -> None:
+        """Checks across keys; a task adds its own (call super)."""
+        if not 3 <= self.model.max_seq_length <= 512:
+            fail("model.max_seq_length", "must be between 3 and 512")
+        if self.training.batch_size < 1:
+            fail("training.batch_size", "must be positive")
+        if self.training.epochs < 1:
+            fail("training.epochs", "must be positive")
+        if self.training.max_steps is not None and self.training.max_steps < 0:
+            fail("training.max_steps", "must be 0 or more")
+        if not 0.0 <= self.training.warmup_fraction < 1.0:
+            fail("training.warmup_fraction", "must be in [0, 1)")
+        if self.training.learning_rate <= 0:
+            fail("training.learning_rate", "must be positive")
+        name = self.serving.model_name
+        if not name or "/" in name or name.startswith("."):
+            fail("serving.model_name", "must be a plain name (no '/', not starting with '.')")
 
-@dataclass
-class TextSection:
-    input_dir: str
+
+class TextSection(Section):
+    input_dir: Str
     # Glob under input_dir; may hold {SPAN} (and {VERSION}): each run takes the newest span.
-    input_pattern: str = "*.txt"
+    input_pattern: Str = "*.txt"
     document_mode: Literal["file", "blank_line", "regex"] = "file"
-    document_start_regex: str = ""  # for document_mode "regex", e.g. "^CHAPTER [IVXLC0-9]+"
+    document_start_regex: Str = ""  # for document_mode "regex", e.g. "^CHAPTER [IVXLC0-9]+"
     sentence_splitting: Literal["rules", "line"] = "rules"
-    max_line_bytes: int = 65536
-    eval_fraction: float = 0.1
+    max_line_bytes: Int = 65536
+    eval_fraction: Float = 0.1
 
 
-@dataclass
-class VocabularySection:
-    size: int = 8000
-    lower_case: bool = True
-    import_path: str | None = None  # a vocab.txt to use instead of learning one
+class VocabularySection(Section):
+    size: Int = 8000
+    lower_case: Bool = True
+    import_path: Str | None = None  # a vocab.txt to use instead of learning one
 
 
-@dataclass
-class EncoderSection:
-    num_layers: int = 2
-    num_heads: int = 2
-    hidden_dim: int = 128
-    intermediate_dim: int = 512
-    dropout: float = 0.1
-    init_checkpoint: str | None = None  # continue pretraining a checkpoint (same vocabulary)
+class EncoderSection(Section):
+    num_layers: Int = 2
+    num_heads: Int = 2
+    hidden_dim: Int = 128
+    intermediate_dim: Int = 512
+    dropout: Float = 0.1
+    init_checkpoint: Str | None = None  # continue pretraining a checkpoint (same vocabulary)
 
 
-@dataclass
-class PretrainingSection:
-    batch_size: int = 32
-    train_steps: int = 1000
-    checkpoint_every: int = 100
-    learning_rate: float = 1e-4
-    warmup_fraction: float = 0.1
-    weight_decay: float = 0.01
-    eval_batches: int = 20
-    mixed_precision: bool = False  # bfloat16 compute (GPUs/TPUs)
-    jit_compile: bool = False  # XLA
-    seed: int = 42
+class PretrainingSection(Section):
+    batch_size: Int = 32
+    train_steps: Int = 1000
+    checkpoint_every: Int = 100
+    learning_rate: Float = 1e-4
+    warmup_fraction: Float = 0.1
+    weight_decay: Float = 0.01
+    eval_batches: Int = 20
+    mixed_precision: Bool = False  # bfloat16 compute (GPUs/TPUs)
+    jit_compile: Bool = False  # XLA
+    seed: Int = 42
 
 
-@dataclass
-class PretrainConfig:
+# The pretraining-data component's own dataclass is the `examples:` section; pydantic
+# validates its fields and runs its __post_init__ checks. Unknown keys are errors there too.
+PretrainingConfig.__pydantic_config__ = ConfigDict(extra="forbid")
+
+
+class PretrainConfig(Section):
+    kind: Literal["pretrain"]
     pipeline: PipelineSection
     text: TextSection
-    encoder_dir: str  # encoder checkpoints are pushed to <encoder_dir>/<version>/
-    kind: Literal["pretrain"] = "pretrain"
-    vocabulary: VocabularySection = field(default_factory=VocabularySection)
-    examples: PretrainingConfig = field(default_factory=PretrainingConfig)  # the component's own
-    encoder: EncoderSection = field(default_factory=EncoderSection)
-    training: PretrainingSection = field(default_factory=PretrainingSection)
+    encoder_dir: Str  # encoder checkpoints are pushed to <encoder_dir>/<version>/
+    vocabulary: VocabularySection = Field(default_factory=VocabularySection)
+    examples: PretrainingConfig = Field(default_factory=PretrainingConfig)
+    encoder: EncoderSection = Field(default_factory=EncoderSection)
+    training: PretrainingSection = Field(default_factory=PretrainingSection)
 
     @property
     def metadata_path(self) -> str:
         return self.pipeline.metadata_path or os.path.join(self.pipeline.root, "metadata.sqlite")
 
+    def check(self, fail) -> None:
+        examples, training = self.examples, self.training
+        if not 8 <= examples.max_seq_length <= 512:
+            fail("examples.max_seq_length", "must be between 8 and 512")
+        if self.encoder.hidden_dim % self.encoder.num_heads:
+            fail("encoder.hidden_dim", "must be a multiple of encoder.num_heads")
+        if training.checkpoint_every < 1 or training.train_steps % training.checkpoint_every:
+            fail("training.train_steps",
+                 "must be a positive multiple of training.checkpoint_every")
+        if not 0.0 < self.text.eval_fraction < 1.0:
+            fail("text.eval_fraction", "must be in (0, 1)")
+        if self.text.document_mode == "regex" and not self.text.document_start_regex:
+            fail("text.document_start_regex", "is required with document_mode: regex")
 
-CONFIG_KINDS: dict[str, type] = {"finetune": FinetuneConfig, "pretrain": PretrainConfig}
+
+KINDS = ("finetune", "pretrain")
+DEFAULT_TASK = "text_classification"  # `kind: finetune` configs without `task:`
 
 # Fields holding filesystem paths (dotted), resolved against the config file's directory.
 PATH_FIELDS = (
@@ -194,8 +229,21 @@ PATH_FIELDS = (
 )
 
 
+def config_union():
+    """The discriminated union of every config: `kind`, then a fine-tuning config's `task`."""
+    from pipeline.tasks import TASKS
+
+    finetune = Annotated[
+        typing.Union[tuple(task.config_class for task in TASKS.values())],  # noqa: UP007
+        Field(discriminator="task"),
+    ]
+    return Annotated[typing.Union[finetune, PretrainConfig], Field(discriminator="kind")]  # noqa: UP007
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _type_name(typing.get_args(tp)[0])
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is Literal:
@@ -205,84 +253,60 @@ def _type_name(tp: Any) -> str:
     if origin is dict:
         return "a mapping"
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false",
-            type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
+            type(None): "null"}.get(tp, "a mapping")
 
 
-def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(tp):
-            try:
-                return _convert(value, option, key, source)
-            except ConfigError as error:
-                errors.append(error)
-        raise ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
-        (item_type,) = typing.get_args(tp)
-        return [_convert(v, item_type, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
-        key_type, value_type = typing.get_args(tp)
-        return {
-            _convert(k, key_type, f"{key}", source): _convert(v, value_type, f"{key}.{k}", source)
-            for k, v in value.items()
-        }
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key, source)
-    if tp is type(None):
-        if value is None:
+def _field_type(model: Any, path: list) -> Any:
+    """The annotation at a pydantic error location (tags of unions already removed)."""
+    tp: Any = model
+    for part in path:
+        while typing.get_origin(tp) is Annotated:
+            tp = typing.get_args(tp)[0]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = options[0] if len(options) == 1 else tp
+        if isinstance(part, int):
+            tp = typing.get_args(tp)[0] if typing.get_origin(tp) in (list, dict) else tp
+            continue
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            tp = tp.model_fields[part].annotation if part in tp.model_fields else None
+        elif dataclasses.is_dataclass(tp):
+            tp = typing.get_type_hints(tp).get(part)
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
+        else:
             return None
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 5e-5 as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    raise ConfigError(f"{source}: {key}: expected {_type_name(tp)}, got {value!r}")
+    return tp
 
 
-def _build(cls: type, values: Any, prefix: str, source: str) -> Any:
-    where = prefix or "the top level"
-    if not isinstance(values, dict):
-        raise ConfigError(f"{source}: {where}: expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for name in values:
-        if name not in fields:
-            dotted = f"{prefix}.{name}" if prefix else str(name)
-            raise ConfigError(
-                f"{source}: unknown key {dotted!r} (known at {where}: {', '.join(fields)})"
-            )
-    kwargs = {}
-    for name, spec in fields.items():
-        dotted = f"{prefix}.{name}" if prefix else name
-        if name in values:
-            kwargs[name] = _convert(values[name], hints[name], dotted, source)
-        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{source}: missing required key {dotted!r}")
-    try:
-        return cls(**kwargs)
-    except ValueError as e:  # a dataclass's own validation, e.g. PretrainingConfig's
-        raise ConfigError(f"{source}: {where}: {e}") from None
+def _known_keys(model: Any, path: list) -> list[str]:
+    tp = _field_type(model, path)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return list(tp.model_fields)
+    if dataclasses.is_dataclass(tp):
+        return [f.name for f in dataclasses.fields(tp)]
+    return []
+
+
+def _describe(error: dict, model: type, source: str) -> str:
+    """One pydantic error -> `FILE: key: message`."""
+    path = list(error["loc"])
+    key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path)
+    key = key.replace(".[", "[")
+    kind = error["type"]
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        parent = path[:-1]
+        where = ".".join(str(p) for p in parent) or "the top level"
+        known = ", ".join(_known_keys(model, parent))
+        return f"{source}: unknown key {key!r} (known at {where}: {known})"
+    if kind == "missing":
+        return f"{source}: missing required key {key!r}"
+    if kind == "value_error":  # a section's own check, e.g. PretrainingConfig.__post_init__
+        message = str(error.get("ctx", {}).get("error", error["msg"]))
+        return f"{source}: {key or 'the top level'}: {message}"
+    tp = _field_type(model, path)
+    expected = _type_name(tp) if tp is not None else "something else"
+    return f"{source}: {key or 'the top level'}: expected {expected}, got {error['input']!r}"
 
 
 def _resolve_paths(config: Any, base_dir: str) -> None:
@@ -294,50 +318,36 @@ def _resolve_paths(config: Any, base_dir: str) -> None:
             setattr(section, name, os.path.normpath(os.path.join(base_dir, value)))
 
 
-def _check_pretrain(config: PretrainConfig, fail) -> None:
-    examples, training = config.examples, config.training
-    if not 8 <= examples.max_seq_length <= 512:
-        fail("examples.max_seq_length", "must be between 8 and 512")
-    if config.encoder.hidden_dim % config.encoder.num_heads:
-        fail("encoder.hidden_dim", "must be a multiple of encoder.num_heads")
-    if training.checkpoint_every < 1 or training.train_steps % training.checkpoint_every:
-        fail("training.train_steps", "must be a positive multiple of training.checkpoint_every")
-    if not 0.0 < config.text.eval_fraction < 1.0:
-        fail("text.eval_fraction", "must be in (0, 1)")
-    if config.text.document_mode == "regex" and not config.text.document_start_regex:
-        fail("text.document_start_regex", "is required with document_mode: regex")
+def parse_config(raw: Any, source: str) -> FinetuneConfig | PretrainConfig:
+    """Validates a parsed YAML mapping; `source` names it in errors."""
+    from pipeline.tasks import TASKS
 
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    raw = dict(raw)
+    kind = raw.setdefault("kind", "finetune")
+    if kind not in KINDS:
+        raise ConfigError(f"{source}: kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "finetune":
+        task = raw.setdefault("task", DEFAULT_TASK)
+        if task not in TASKS:
+            raise ConfigError(
+                f"{source}: task: expected one of {', '.join(TASKS)}, got {task!r}")
+        model, tags = TASKS[task].config_class, 2
+    else:
+        model, tags = PretrainConfig, 1
+    try:
+        config = pydantic.TypeAdapter(config_union()).validate_python(raw)
+    except pydantic.ValidationError as error:
+        first = dict(error.errors()[0])
+        first["loc"] = first["loc"][tags:]  # the union's tags: kind, then task
+        raise ConfigError(_describe(first, model, source)) from None
 
-def _check(config, source: str) -> None:
     def fail(key: str, message: str) -> None:
         raise ConfigError(f"{source}: {key}: {message}")
 
-    if isinstance(config, PretrainConfig):
-        _check_pretrain(config, fail)
-        return
-
-    if len(config.data.classes) < 2:
-        fail("data.classes", "needs at least two class names")
-    if len(set(config.data.classes)) != len(config.data.classes):
-        fail("data.classes", "class names must be unique")
-    if "train" not in config.data.splits or "eval" not in config.data.splits:
-        fail("data.splits", "needs a 'train' and an 'eval' pattern")
-    if not 3 <= config.model.max_seq_length <= 512:
-        fail("model.max_seq_length", "must be between 3 and 512")
-    if config.training.batch_size < 1:
-        fail("training.batch_size", "must be positive")
-    if config.training.epochs < 1:
-        fail("training.epochs", "must be positive")
-    if config.training.max_steps is not None and config.training.max_steps < 0:
-        fail("training.max_steps", "must be 0 or more")
-    if not 0.0 <= config.training.warmup_fraction < 1.0:
-        fail("training.warmup_fraction", "must be in [0, 1)")
-    if config.training.learning_rate <= 0:
-        fail("training.learning_rate", "must be positive")
-    if not config.serving.model_name or "/" in config.serving.model_name or (
-        config.serving.model_name.startswith(".")
-    ):
-        fail("serving.model_name", "must be a plain name (no '/', not starting with '.')")
+    config.check(fail)
+    return config
 
 
 def load_config(path: str) -> FinetuneConfig | PretrainConfig:
@@ -352,12 +362,6 @@ def load_config(path: str) -> FinetuneConfig | PretrainConfig:
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    kind = raw.get("kind", "finetune")
-    if kind not in CONFIG_KINDS:
-        raise ConfigError(f"{path}: kind: expected one of {', '.join(CONFIG_KINDS)}, got {kind!r}")
-    config = _build(CONFIG_KINDS[kind], raw, "", path)
+    config = parse_config(raw, path)
     _resolve_paths(config, os.path.dirname(os.path.abspath(path)))
-    _check(config, path)
     return config

@@ -19,8 +19,8 @@ MODULE = "pipeline.modules.pretraining"
 
 def trainer_config(config: PretrainConfig) -> dict:
     return {
-        **dataclasses.asdict(config.encoder),
-        **dataclasses.asdict(config.training),
+        **config.encoder.model_dump(),
+        **config.training.model_dump(),
         "max_seq_length": config.examples.max_seq_length,
         "max_predictions_per_seq": config.examples.max_predictions_per_seq,
         "backup_root": os.path.join(config.pipeline.root, "training_backups"),

@@ -71,49 +71,23 @@ def _outputs(store, execution) -> dict[str, Any]:
     return {e.path.steps[0].key: artifacts[e.artifact_id] for e in events if e.path.steps}
 
 
-def _metric_name(key) -> str:
-    return f"{key.name} (class {key.sub_key.class_id.value})" if key.sub_key.HasField(
-        "class_id") else key.name
+def _node_ids(store, pipeline_name: str) -> list[str]:
+    """The pipeline's component ids, in the order they were first run."""
+    prefix = f"{pipeline_name}."
+    contexts = [c for c in store.get_contexts_by_type("node") if c.name.startswith(prefix)]
+    return [c.name[len(prefix):] for c in sorted(contexts, key=lambda c: c.id)]
 
 
-def read_metrics(evaluation_uri: str) -> tuple[dict[str, float], dict[str, float]]:
-    """Overall-slice metrics of the candidate and (if evaluated) the baseline model."""
-    import tensorflow_model_analysis as tfma
-
-    candidate, baseline = {}, {}
-    for metrics_for_slice in tfma.load_metrics(evaluation_uri):
-        if metrics_for_slice.slice_key.single_slice_keys:
-            continue  # only the overall slice
-        for item in metrics_for_slice.metric_keys_and_values:
-            if item.key.is_diff or not item.value.HasField("double_value"):
-                continue
-            target = baseline if item.key.model_name == "baseline" else candidate
-            target[_metric_name(item.key)] = item.value.double_value.value
-    return candidate, baseline
-
-
-def _describe_failure(failure) -> str:
-    threshold = failure.metric_threshold
-    name = _metric_name(failure.metric_key)
-    value = failure.metric_value.double_value.value
-    if failure.metric_key.is_diff:
-        bound = threshold.change_threshold.absolute.value
-        return f"{name}: change vs the blessed baseline {value:+.4f} is not above {bound:+.4f}"
-    bounds = threshold.value_threshold
-    if bounds.HasField("lower_bound"):
-        return f"{name}: {value:.4f} is below the required {bounds.lower_bound.value:.4f}"
-    return f"{name}: {value:.4f} is above the allowed {bounds.upper_bound.value:.4f}"
-
-
-def summarize_run(pipeline_name: str, metadata_path: str) -> RunSummary:
-    """Reads the latest Evaluator and Pusher executions of a pipeline."""
-    import tensorflow_model_analysis as tfma
+def summarize_run(config) -> RunSummary:
+    """Reads the latest Evaluator and Pusher executions of a fine-tuning pipeline."""
     from ml_metadata.proto import metadata_store_pb2
 
-    store = _store(metadata_path)
+    from pipeline.tasks import get_task
+
+    pipeline_name = config.pipeline.name
+    store = _store(config.metadata_path)
     cached = []
-    for node in ("CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "StrictExampleValidator",
-                 "Transform", "Trainer", "Evaluator", "AtomicPusher"):
+    for node in _node_ids(store, pipeline_name):
         execution = _latest_execution(store, pipeline_name, node)
         if execution and execution.last_known_state == metadata_store_pb2.Execution.CACHED:
             cached.append(node)
@@ -126,10 +100,7 @@ def summarize_run(pipeline_name: str, metadata_path: str) -> RunSummary:
         if blessing is not None:
             blessed = blessing.custom_properties["blessed"].int_value == 1
         if evaluation is not None:
-            metrics, baseline = read_metrics(evaluation.uri)
-            validation = tfma.load_validation_result(evaluation.uri)
-            for per_slice in validation.metric_validations_per_slice:
-                failures.extend(_describe_failure(f) for f in per_slice.failures)
+            metrics, baseline, failures = get_task(config).read_evaluation(evaluation.uri)
     pusher = _latest_execution(store, pipeline_name, "AtomicPusher")
     pushed, version, destination, already_served = False, None, None, False
     if pusher is not None:

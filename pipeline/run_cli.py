@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
     if config.kind == "pretrain":
         print(summarize_pretraining(config.pipeline.name, config.metadata_path))
     else:
-        summary = summarize_run(config.pipeline.name, config.metadata_path)
+        summary = summarize_run(config)
         print(summary.render(config.serving.model_name))
     print(f"finished in {time.time() - started:.0f} s")
     return 0

@@ -1,8 +1,9 @@
-"""The data schema of a text-classification pipeline, derived from its config.
+"""The data schema of a fine-tuning pipeline, derived from its config by its task.
 
 An inferred schema learns whatever the data holds, bad labels included. Deriving it from the
-config makes the rules explicit: the text is present in every row, and the label is an
-integer index into `data.classes`. ExampleValidator checks each run's statistics against it.
+config makes the rules explicit (for classification: the text is present in every row, and
+the label is an integer index into `data.classes`). ExampleValidator checks each run's
+statistics against it. Built with tensorflow_metadata's `schema_pb2`, not text templates.
 """
 
 from __future__ import annotations
@@ -10,35 +11,42 @@ from __future__ import annotations
 import hashlib
 import os
 
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
+
 from pipeline.config import FinetuneConfig
 
 
+def new_schema() -> schema_pb2.Schema:
+    return schema_pb2.Schema()
+
+
+def require_feature(
+    schema: schema_pb2.Schema, name: str, type_name: str, dims: list[int] | None = None
+) -> schema_pb2.Feature:
+    """Adds a feature present in every example (`type_name`: BYTES, INT or FLOAT).
+
+    `dims`: a fixed shape (e.g. [1] for one value per example); None for a variable-length
+    list, which must hold at least one value.
+    """
+    feature = schema.feature.add()
+    feature.name = name
+    feature.type = schema_pb2.FeatureType.Value(type_name)
+    feature.presence.min_fraction = 1.0
+    feature.presence.min_count = 1
+    if dims is None:
+        feature.value_count.min = 1
+    else:
+        for size in dims:
+            feature.shape.dim.add().size = size
+    return feature
+
+
 def schema_text(config: FinetuneConfig) -> str:
-    """The schema as a tensorflow_metadata Schema text proto."""
-    text_features = [config.data.text_feature]
-    if config.data.second_text_feature:
-        text_features.append(config.data.second_text_feature)
-    parts = []
-    for name in text_features:
-        parts.append(
-            "feature {\n"
-            f'  name: "{name}"\n'
-            "  type: BYTES\n"
-            "  presence { min_fraction: 1.0 min_count: 1 }\n"
-            "  shape { dim { size: 1 } }\n"
-            "}\n"
-        )
-    parts.append(
-        "feature {\n"
-        f'  name: "{config.data.label_feature}"\n'
-        "  type: INT\n"
-        f'  int_domain {{ name: "{config.data.label_feature}" min: 0 '
-        f"max: {len(config.data.classes) - 1} }}\n"
-        "  presence { min_fraction: 1.0 min_count: 1 }\n"
-        "  shape { dim { size: 1 } }\n"
-        "}\n"
-    )
-    return "".join(parts)
+    """The task's schema as a tensorflow_metadata Schema text proto."""
+    from pipeline.tasks import get_task
+
+    return text_format.MessageToString(get_task(config).schema(config))
 
 
 def write_schema(config: FinetuneConfig, directory: str) -> str:

@@ -8,19 +8,26 @@ Beam or TFX.
 from __future__ import annotations
 
 import dataclasses
+from typing import Annotated
+
+from pydantic import Strict
+
+# Strict for the pipeline config's validation (pydantic): YAML's `true` is not an integer.
+StrictInt = Annotated[int, Strict()]
+StrictBool = Annotated[bool, Strict()]
 
 
 @dataclasses.dataclass(frozen=True)
 class PretrainingConfig:
     """The recipe's knobs; defaults are those of Google's create_pretraining_data.py."""
 
-    max_seq_length: int = 128
-    max_predictions_per_seq: int = 20
+    max_seq_length: StrictInt = 128
+    max_predictions_per_seq: StrictInt = 20
     masked_lm_prob: float = 0.15
     short_seq_prob: float = 0.1
-    dupe_factor: int = 10
-    whole_word_masking: bool = False
-    random_seed: int = 12345
+    dupe_factor: StrictInt = 10
+    whole_word_masking: StrictBool = False
+    random_seed: StrictInt = 12345
 
     def __post_init__(self):
         if self.max_seq_length < 5:
