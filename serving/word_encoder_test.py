@@ -29,7 +29,8 @@ SENTENCES = [
     ["The", "U.S.", "Treasury", "'s", "Lönnqvist", "said", "Müller-Lüdenscheid", "(", "CDU",
      ")", "won", "3,000", "votes", "."],
     ["Zürich", "São", "Paulo", "naïve", "ÉCOLE", "東京", "straße", "ΟΔΥΣΣΕΥΣ", "😀", "İstanbul"],
-    ["New York", "x" * 101, "ﬁne", "a\u200bb", "don't"],  # a space inside a word; [UNK]
+    # A space inside a word, a word over 100 characters ([UNK]), a deleted character.
+    ["New York", "x" * 101, "ﬁne", "a\u200bb", "don't"],
     [],
 ]
 
