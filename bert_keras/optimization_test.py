@@ -1,14 +1,14 @@
 import keras
 import numpy as np
 import pytest
+import torch  # torch and transformers are pinned by requirements-dev.lock: no silent skip
+import transformers
 
 from bert_keras.optimization import LinearWarmupDecay, build_adamw
 
 
 @pytest.mark.parametrize("total, warmup", [(63, 7), (10, 0), (5, 5)])
 def test_schedule_matches_transformers(total, warmup):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([parameter], lr=5e-5)
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, warmup, total)

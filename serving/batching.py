@@ -178,6 +178,12 @@ class BatchScheduler:
         for thread in self._threads:
             thread.start()
 
+    @property
+    def enqueued_rows(self) -> int:
+        """Rows submitted but not yet taken by a batch thread (what the queue capacity bounds)."""
+        with self._cond:
+            return self._enqueued_rows
+
     def stop(self) -> None:
         """Runs what is queued, then stops the batch threads."""
         with self._cond:

@@ -63,6 +63,15 @@ class ModelSpec:
         return f"Specific({self.name}, {self.version})"
 
 
+def _incomplete_reason(path: str) -> str | None:
+    """`incomplete_reason`, but a version whose files cannot even be read is incomplete too:
+    one unreadable version must not abort the poll (or the start-up) for all the others."""
+    try:
+        return incomplete_reason(path)
+    except Exception as e:  # noqa: BLE001  (e.g. protobuf's DecodeError: a half-written graph)
+        return f"cannot read {path}: {type(e).__name__}: {e}"
+
+
 def _fingerprint(path: str) -> tuple:
     """Every file under `path` with its size and mtime: changes while a copy is running."""
     entries = []
@@ -187,7 +196,7 @@ class ModelManager:
                     break  # nothing newer than what is served is loadable
                 if self._failed_fingerprints.get(version) == fingerprints[version]:
                     continue  # failed with exactly these files; retried once they change
-                reason = incomplete_reason(versions[version])
+                reason = _incomplete_reason(versions[version])
                 if reason is not None:
                     if self._reported_incomplete.get(version) != fingerprints[version]:
                         self._reported_incomplete[version] = fingerprints[version]
@@ -200,7 +209,7 @@ class ModelManager:
                 # nothing (TF Serving unloads versions that are no longer on disk).
                 for version in sorted(stable, reverse=True):
                     if self._failed_fingerprints.get(version) != fingerprints[version] and (
-                        incomplete_reason(versions[version]) is None
+                        _incomplete_reason(versions[version]) is None
                     ):
                         if self._load(version, versions[version], fingerprints[version]):
                             return

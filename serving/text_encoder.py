@@ -55,22 +55,13 @@ class BertTextEncoder(tf.Module):
         self.pad_id = index["[PAD]"]
         self.cls_id = index["[CLS]"]
         self.sep_id = index["[SEP]"]
-        # Splitting only: `normalize_text` does the cleaning and lower-casing.
-        self._basic = BasicTokenizer(lower_case=False, normalization_form=None)
-        self._wordpiece = tf_text.FastWordpieceTokenizer(
-            vocab=self.vocabulary,
-            token_out_type=tf.int32,
-            unknown_token="[UNK]",
-            no_pretokenization=True,
-            max_bytes_per_word=4 * MAX_CHARS_PER_WORD,  # the limit is in characters, below
-        )
+        self._basic = basic_tokenizer()
+        self._wordpiece = wordpiece_tokenizer(self.vocabulary)
 
     def tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
         """[batch] strings -> ragged [batch, (pieces)] int32 WordPiece ids (no specials)."""
         words = self._basic.tokenize(normalize_text(texts, self.lower_case))  # [batch, (words)]
-        too_long = tf.strings.length(words.flat_values, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD
-        words = words.with_flat_values(tf.where(too_long, "[UNK]", words.flat_values))
-        pieces = self._wordpiece.tokenize(words)  # [batch, (words), (pieces)]
+        pieces = self._wordpiece.tokenize(unknown_if_too_long(words))  # [batch, (words), (pieces)]
         return pieces.merge_dims(-2, -1)
 
     def __call__(self, texts: tf.Tensor, second_texts: tf.Tensor | None = None) -> dict:
@@ -90,8 +81,7 @@ class BertTextEncoder(tf.Module):
         )
         length = self.max_seq_length
         if not self.pad_to_max_length:
-            longest = tf.cast(tf.reduce_max(token_ids.row_lengths()), tf.int32)
-            length = tf.minimum(self.max_seq_length, (tf.maximum(longest, 1) + 7) // 8 * 8)
+            length = batch_length(token_ids, self.max_seq_length)
         token_ids, padding_mask = tf_text.pad_model_inputs(
             token_ids, max_seq_length=length, pad_value=self.pad_id
         )
@@ -120,6 +110,38 @@ def normalize_text(texts: tf.Tensor, lower_case: bool) -> tf.Tensor:
         texts = tf.strings.regex_replace(texts, "\u03a3", "\u03c3")
         texts = tf.strings.lower(texts, encoding="utf-8")
     return texts
+
+
+def basic_tokenizer() -> BasicTokenizer:
+    """BERT's basic tokenizer for splitting only: `normalize_text` does the cleaning and
+    lower-casing (tf.text's own lower-casing is NFKC case folding, see there)."""
+    return BasicTokenizer(lower_case=False, normalization_form=None)
+
+
+def wordpiece_tokenizer(vocabulary: list[str]) -> tf_text.FastWordpieceTokenizer:
+    """WordPiece over already split words, with the vocabulary baked into the graph."""
+    return tf_text.FastWordpieceTokenizer(
+        vocab=list(vocabulary),
+        token_out_type=tf.int32,
+        unknown_token="[UNK]",
+        no_pretokenization=True,
+        # The limit is in characters (`unknown_if_too_long`); this byte limit only has to
+        # let every such word through.
+        max_bytes_per_word=4 * MAX_CHARS_PER_WORD,
+    )
+
+
+def unknown_if_too_long(words: tf.RaggedTensor) -> tf.RaggedTensor:
+    """Replaces words over MAX_CHARS_PER_WORD characters with "[UNK]", as BERT's WordPiece."""
+    too_long = tf.strings.length(words.flat_values, unit="UTF8_CHAR") > MAX_CHARS_PER_WORD
+    return words.with_flat_values(tf.where(too_long, "[UNK]", words.flat_values))
+
+
+def batch_length(sequences: tf.RaggedTensor, max_seq_length: int) -> tf.Tensor:
+    """Serving's padded length: the batch's longest row rounded up to a multiple of 8 (at
+    least 8), at most `max_seq_length`."""
+    longest = tf.cast(tf.reduce_max(sequences.row_lengths()), tf.int32)
+    return tf.minimum(max_seq_length, (tf.maximum(longest, 1) + 7) // 8 * 8)
 
 
 def _keep_first(pieces: tf.RaggedTensor, counts: tf.Tensor) -> tf.RaggedTensor:

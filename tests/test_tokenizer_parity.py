@@ -13,13 +13,12 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+import transformers  # pinned by requirements-dev.lock: a missing one must fail, not skip
+from transformers.models.bert.tokenization_bert import load_vocab
 
-transformers = pytest.importorskip("transformers")
-from transformers.models.bert.tokenization_bert import load_vocab  # noqa: E402
-
-from bert_keras.checkpoint import resolve_checkpoint  # noqa: E402
-from bert_keras.vocabulary import read_vocabulary  # noqa: E402
-from serving.text_encoder import BertTextEncoder  # noqa: E402
+from bert_keras.checkpoint import resolve_checkpoint
+from bert_keras.vocabulary import read_vocabulary
+from serving.text_encoder import BertTextEncoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_LENGTH = 128

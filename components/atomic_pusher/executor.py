@@ -3,9 +3,10 @@
 TFX's Pusher copies the SavedModel file by file into `<base>/<version>/` (saved_model.pb
 last), so a model server polling the base path can see a half-written version. Here the
 model is copied to a hidden sibling (`.<version>.incomplete`, which TF Serving ignores:
-it is not an integer) and renamed into place in one step. Versions are Unix seconds,
-bumped if needed so that every push is newer than the newest version already there; a
-model identical to the newest version (an unchanged re-run) is not pushed again.
+it is not an integer) and renamed into place in one step; a copy that fails is removed, so
+a retry pushes once. Versions are Unix seconds, bumped if needed so that every push is
+newer than the newest version already there; a model identical to the newest version (an
+unchanged re-run) is not pushed again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import time
 from typing import Any
 
@@ -36,6 +38,8 @@ def directory_digest(path: str) -> str:
         dirs.sort()
         for name in sorted(files):
             file_path = os.path.join(root, name)
+            if not stat.S_ISREG(os.stat(file_path).st_mode):  # a pipe would block forever
+                raise OSError(f"not a regular file: {file_path}")
             digest.update(os.path.relpath(file_path, path).encode() + b"\0")
             with open(file_path, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
@@ -63,9 +67,13 @@ def push_atomically(model_path: str, base_directory: str) -> tuple[str, str, boo
     version = str(next_version(base_directory))
     staging = os.path.join(base_directory, f".{version}.incomplete")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(model_path, staging)
     destination = os.path.join(base_directory, version)
-    os.rename(staging, destination)  # atomic on one filesystem; fails if it exists
+    try:
+        shutil.copytree(model_path, staging)
+        os.rename(staging, destination)  # atomic on one filesystem; fails if it exists
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # no partial copy left behind
+        raise
     return destination, version, True
 
 

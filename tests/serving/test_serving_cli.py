@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from serving_test_support import MODEL_NAME, REPO, SENTENCES, free_port
+from serving_test_support import MODEL_NAME, REPO, SENTENCES, free_port, free_ports
 
 from serving import serve_cli
 from serving.client import RestClient
@@ -97,11 +97,17 @@ def test_predict_reports_server_errors(target):
     assert result.returncode == 2 and "no texts" in result.stderr
 
 
+def test_free_ports_are_distinct():
+    # The servers below take several ports at once; two equal ones would fail to start.
+    ports = free_ports(8)
+    assert len(set(ports)) == 8 and all(port > 0 for port in ports)
+
+
 def test_serve_runs_the_builtin_server_until_terminated(exports, tmp_path, needs_own_server):
     base_path = tmp_path / "serving_models" / MODEL_NAME
     exports.copy_version(1, base_path)
     exports.copy_version(2, base_path)
-    rest_port, grpc_port = free_port(), free_port()
+    rest_port, grpc_port = free_ports(2)
     command = bertpipe(
         "serve",
         "--model-base-path", str(base_path),

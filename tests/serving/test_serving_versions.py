@@ -22,7 +22,10 @@ pytestmark = pytest.mark.usefixtures("needs_own_server")
 POLL_SECONDS = 0.2
 
 
-def start_server(base_path, batching: BatchingOptions | None = None) -> ModelServer:
+def start_server(
+    base_path, batching: BatchingOptions | None = None, poll_seconds: float = POLL_SECONDS
+) -> ModelServer:
+    """A server over `base_path`; `poll_seconds=-1`: no poller, the test calls `poll()`."""
     server = ModelServer(
         MODEL_NAME,
         str(base_path),
@@ -30,9 +33,16 @@ def start_server(base_path, batching: BatchingOptions | None = None) -> ModelSer
         grpc_port=0,
         host="127.0.0.1",
         batching=batching,
-        file_system_poll_wait_seconds=POLL_SECONDS,
+        file_system_poll_wait_seconds=poll_seconds,
     )
     return server.start()
+
+
+def poll(server: ModelServer) -> None:
+    """Two polls: enough for the manager to load any version on disk now, since a version
+    is loaded once it is unchanged between two consecutive polls."""
+    server.manager.poll_once()
+    server.manager.poll_once()
 
 
 def served_version(rest: RestClient, exports, texts=SENTENCES[:2]) -> int:
@@ -54,8 +64,12 @@ def wait_for(condition, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def statuses(rest: RestClient) -> dict[str, dict]:
+    return {s["version"]: s for s in rest.status()["model_version_status"]}
+
+
 def states(rest: RestClient) -> dict[str, str]:
-    return {s["version"]: s["state"] for s in rest.status()["model_version_status"]}
+    return {version: s["state"] for version, s in statuses(rest).items()}
 
 
 def test_new_version_is_hot_loaded_while_clients_are_calling(exports, tmp_path):
@@ -89,7 +103,9 @@ def test_new_version_is_hot_loaded_while_clients_are_calling(exports, tmp_path):
         wait_for(lambda: all(len(o) >= 3 for o in observed))
         exports.copy_version(2, base_path)  # the pusher's way: temp dir, then rename
         wait_for(lambda: all(o and o[-1] == 2 for o in observed))
-        time.sleep(0.3)
+        # A few more calls per client after the switch, to see that none goes back.
+        seen = [len(o) for o in observed]
+        wait_for(lambda: all(len(o) >= n + 3 for o, n in zip(observed, seen, strict=True)))
     finally:
         stop.set()
         for thread in threads:
@@ -113,7 +129,7 @@ def test_new_version_is_hot_loaded_while_clients_are_calling(exports, tmp_path):
 def test_half_written_version_is_ignored_until_complete(exports, tmp_path):
     base_path = tmp_path / MODEL_NAME
     exports.copy_version(1, base_path)
-    server = start_server(base_path)
+    server = start_server(base_path, poll_seconds=-1)  # each check follows an explicit poll
     rest = RestClient(server.rest_url, MODEL_NAME)
     try:
         # A non-atomic copy of version 2 in progress: half the graph, no variables yet.
@@ -122,7 +138,7 @@ def test_half_written_version_is_ignored_until_complete(exports, tmp_path):
         partial.mkdir()
         graph = (source / "saved_model.pb").read_bytes()
         (partial / "saved_model.pb").write_bytes(graph[: len(graph) // 2])
-        time.sleep(6 * POLL_SECONDS)
+        poll(server)
         assert served_version(rest, exports) == 1
         assert states(rest) == {"1": "AVAILABLE"}
 
@@ -130,15 +146,50 @@ def test_half_written_version_is_ignored_until_complete(exports, tmp_path):
         (partial / "saved_model.pb").write_bytes(graph)
         (partial / "variables").mkdir()
         shutil.copy(source / "variables" / "variables.index", partial / "variables")
-        time.sleep(6 * POLL_SECONDS)
+        poll(server)
         assert served_version(rest, exports) == 1
         assert states(rest) == {"1": "AVAILABLE"}
 
-        # The copy finishes: version 2 is loaded.
-        for name in os.listdir(source / "variables"):
-            shutil.copy(source / "variables" / name, partial / "variables")
+        # Graph, index and assets are complete, the data shard is cut short (a stalled copy).
         shutil.copytree(source / "assets", partial / "assets", dirs_exist_ok=True)
-        wait_for(lambda: states(rest).get("2") == "AVAILABLE")
+        shards = [n for n in os.listdir(source / "variables") if n.startswith("variables.data-")]
+        assert shards
+        for name in shards:
+            data = (source / "variables" / name).read_bytes()
+            (partial / "variables" / name).write_bytes(data[: len(data) // 2])
+        poll(server)
+        assert served_version(rest, exports) == 1
+        status = statuses(rest)
+        assert status["1"]["state"] == "AVAILABLE"
+        # Ignored as incomplete, or reported as a failed load; never served.
+        assert "2" not in status or (
+            status["2"]["state"] == "END" and status["2"]["status"]["error_code"] != "OK"
+        ), status["2"]
+
+        # The copy finishes: version 2 is loaded (a failed load is retried once files change).
+        for name in shards:
+            shutil.copy(source / "variables" / name, partial / "variables")
+        poll(server)
+        assert states(rest) == {"2": "AVAILABLE", "1": "END"}
+        assert served_version(rest, exports) == 2
+    finally:
+        server.stop()
+
+
+def test_half_written_newer_version_neither_stops_start_up_nor_blocks_older_ones(exports, tmp_path):
+    base_path = tmp_path / MODEL_NAME
+    exports.copy_version(1, base_path)
+    # Version 3's graph is still being written when the server starts.
+    (base_path / "3").mkdir()
+    graph = (exports.paths[2] / "saved_model.pb").read_bytes()
+    (base_path / "3" / "saved_model.pb").write_bytes(graph[: len(graph) // 2])
+    server = start_server(base_path, poll_seconds=-1)
+    rest = RestClient(server.rest_url, MODEL_NAME)
+    try:
+        assert states(rest) == {"1": "AVAILABLE"}
+        exports.copy_version(2, base_path)
+        poll(server)
+        assert states(rest) == {"2": "AVAILABLE", "1": "END"}
         assert served_version(rest, exports) == 2
     finally:
         server.stop()
@@ -177,10 +228,10 @@ def test_temporary_and_hidden_directories_are_never_loaded(exports, tmp_path):
     for name in (".tmp-5", "5.partial", "tmp", "-7", "+8"):
         shutil.copytree(exports.paths[2], base_path / name)
     (base_path / "9").write_text("a file, not a directory")
-    server = start_server(base_path)
+    server = start_server(base_path, poll_seconds=-1)
     rest = RestClient(server.rest_url, MODEL_NAME)
     try:
-        time.sleep(4 * POLL_SECONDS)
+        poll(server)
         assert states(rest) == {"1": "AVAILABLE"}
         assert served_version(rest, exports) == 1
     finally:

@@ -1,0 +1,187 @@
+"""ConllExampleGen as TFX runs it: a LocalDagRunner pipeline with a SQLite ML Metadata
+store, span resolution, input and hash output splits, and a failing run on a bad file.
+Imports TFX (~40 s); the parser's own tests are in components/conll_example_gen/."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx.orchestration import metadata
+from tfx.orchestration import pipeline as tfx_pipeline
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts
+
+from components.conll_example_gen import executor as conll_executor
+from components.conll_example_gen.component import ConllExampleGen
+from components.conll_example_gen.conll import BadLine, ConllFormatError, read_bad_lines
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WNUT17_DIR = REPO_ROOT / "data" / "wnut17"
+WNUT17_TYPES = ["person", "location", "group", "creative-work", "corporation", "product"]
+CONLL03_TYPES = ["PER", "ORG", "LOC", "MISC"]
+
+TRAIN_EVAL = example_gen_pb2.Input(
+    splits=[
+        example_gen_pb2.Input.Split(name="train", pattern="span-{SPAN}/train*.conll"),
+        example_gen_pb2.Input.Split(name="eval", pattern="span-{SPAN}/eval.conll"),
+    ]
+)
+
+
+def _run(tmp_path: Path, example_gen: ConllExampleGen) -> metadata_store.MetadataStore:
+    mlmd_path = tmp_path / "mlmd.sqlite"
+    LocalDagRunner().run(
+        tfx_pipeline.Pipeline(
+            pipeline_name="conll_example_gen_test",
+            pipeline_root=str(tmp_path / "root"),
+            components=[example_gen],
+            enable_cache=False,
+            metadata_connection_config=metadata.sqlite_metadata_connection_config(str(mlmd_path)),
+        )
+    )
+    return _store(mlmd_path)
+
+
+def _store(mlmd_path: Path) -> metadata_store.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(mlmd_path)
+    return metadata_store.MetadataStore(config)
+
+
+def _read_split(examples_uri: str, split: str) -> list[dict[str, list[str]]]:
+    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*.gz")))
+    assert files, f"no TFRecords in Split-{split}"
+    rows = []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        features = tf.train.Example.FromString(record.numpy()).features.feature
+        rows.append({name: [v.decode("utf-8") for v in f.bytes_list.value] for name, f in features.items()})
+    return rows
+
+
+def test_pipeline_writes_one_example_per_sentence_with_iob2_tags(tmp_path: Path):
+    base = tmp_path / "ner"
+    (base / "span-1").mkdir(parents=True)
+    (base / "span-1" / "train.conll").write_text("Old\tO\n")
+    (base / "span-1" / "eval.conll").write_text("Old\tO\n")
+    (base / "span-2").mkdir()
+    # IOB1, tab-separated, DOCSTART, a whitespace-only break, no final newline.
+    (base / "span-2" / "train_a.conll").write_bytes(
+        b"-DOCSTART-\tO\n\nPeter\tI-PER\nBlackburn\tI-PER\nvisited\tO\nZ\xc3\xbcrich\tI-LOC\n\t\n"
+        b"EU\tI-ORG\nrejects\tO"
+    )
+    # Space-separated CoNLL-2003 columns, IOB2, the tag in the last column.
+    (base / "span-2" / "train_b.conll").write_text("German JJ B-NP B-MISC\ncall NN I-NP O\n\n")
+    (base / "span-2" / "eval.conll").write_text("Paris NNP B-NP B-LOC\nSaint NNP I-NP B-PER\n")
+
+    store = _run(tmp_path, ConllExampleGen(str(base), TRAIN_EVAL, entity_types=CONLL03_TYPES))
+
+    [execution] = store.get_executions()
+    assert execution.last_known_state == metadata_store_pb2.Execution.COMPLETE
+    [examples] = store.get_artifacts_by_type("Examples")
+    assert examples.custom_properties["span"].int_value == 2  # The newest span.
+    assert examples.custom_properties["bad_line_count"].int_value == 0
+    assert examples.properties["split_names"].string_value == '["train", "eval"]'
+    train = sorted(_read_split(examples.uri, "train"), key=lambda row: row["tokens"])
+    assert train == [
+        {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]},
+        {"tokens": ["German", "call"], "tags": ["B-MISC", "O"]},
+        {"tokens": ["Peter", "Blackburn", "visited", "Zürich"], "tags": ["B-PER", "I-PER", "O", "B-LOC"]},
+    ]
+    assert _read_split(examples.uri, "eval") == [{"tokens": ["Paris", "Saint"], "tags": ["B-LOC", "B-PER"]}]
+    assert os.path.getsize(os.path.join(examples.uri, "bad_lines.jsonl")) == 0
+
+
+def test_wnut17_sample_hash_split_by_output_config_with_own_feature_names(tmp_path: Path):
+    output_config = example_gen_pb2.Output(
+        split_config=example_gen_pb2.SplitConfig(
+            splits=[
+                example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=4),
+                example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1),
+            ]
+        )
+    )
+    example_gen = ConllExampleGen(
+        str(WNUT17_DIR),
+        example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="all", pattern="*.conll")]),
+        output_config,
+        entity_types=WNUT17_TYPES,
+        tokens_feature="words",
+        tags_feature="ner_tags",
+    )
+    store = _run(tmp_path, example_gen)
+
+    [examples] = store.get_artifacts_by_type("Examples")
+    train, evaluation = _read_split(examples.uri, "train"), _read_split(examples.uri, "eval")
+    assert len(train) + len(evaluation) == 1500 + 500
+    assert 0.1 < len(evaluation) / 2000 < 0.3  # About 1 in 5.
+    rows = train + evaluation
+    assert all(set(row) == {"words", "ner_tags"} and len(row["words"]) == len(row["ner_tags"]) for row in rows)
+    assert sum(len(row["words"]) for row in rows) == 29_189 + 7_759
+    first = ["@paulwalk", "It", "'s", "the", "view", "from", "where", "I", "'m", "living", "for", "two", "weeks", "."]
+    [row] = [row for row in rows if row["words"][:14] == first]
+    assert row["ner_tags"][14:17] == ["B-location", "I-location", "I-location"]  # Empire State Building
+
+
+def test_a_bad_file_fails_the_run_naming_file_and_line(tmp_path: Path):
+    base = tmp_path / "ner"
+    (base / "span-0").mkdir(parents=True)
+    (base / "span-0" / "train.conll").write_bytes(b"A\tO\nB\tB-PER\n\nC\tB-FOO\nD\tO\n\nE\xff\tO\n")
+    (base / "span-0" / "eval.conll").write_bytes(b"F\tO\n\nG\tO\tO\n")
+
+    with pytest.raises(ConllFormatError) as raised:
+        _run(tmp_path, ConllExampleGen(str(base), TRAIN_EVAL, entity_types=CONLL03_TYPES))
+
+    train, evaluation = base / "span-0" / "train.conll", base / "span-0" / "eval.conll"
+    assert str(raised.value) == "\n".join(
+        [
+            "3 malformed lines in the CoNLL input (their sentences dropped):",
+            f"  {evaluation}:3: 3 columns, but the file's first token line (line 1) has 2",
+            f"  {train}:4: entity type 'FOO' of tag 'B-FOO' is not one of the configured types (PER, ORG, LOC, MISC)",
+            f"  {train}:7: invalid UTF-8 at byte 1",
+        ]
+    )
+    [execution] = _store(tmp_path / "mlmd.sqlite").get_executions()
+    assert execution.last_known_state == metadata_store_pb2.Execution.FAILED
+
+
+def test_executor_keeps_the_bad_lines_as_data_in_the_artifact(tmp_path: Path):
+    # Run outside a pipeline, the artifact directory stays (TFX deletes a failed
+    # execution's outputs), so bad_lines.jsonl can be read back.
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "train.conll").write_bytes(b"A\tO\n\nC\tB-FOO\nD\tO\n\nE\tB-PER\n")
+    (tmp_path / "in" / "eval.conll").write_bytes(b"F\tO\n")
+    input_config = example_gen_pb2.Input(
+        splits=[
+            example_gen_pb2.Input.Split(name="train", pattern="train.conll"),
+            example_gen_pb2.Input.Split(name="eval", pattern="eval.conll"),
+        ]
+    )
+    component = ConllExampleGen(str(tmp_path / "in"), input_config, entity_types=["PER"])
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "out")
+
+    with pytest.raises(ConllFormatError, match=r"train\.conll:3: entity type 'FOO'"):
+        conll_executor.Executor().Do({}, {"examples": [examples]}, dict(component.exec_properties))
+
+    assert examples.get_int_custom_property("bad_line_count") == 1
+    with open(os.path.join(examples.uri, "bad_lines.jsonl"), "rb") as stream:
+        assert list(read_bad_lines(stream)) == [
+            BadLine(
+                str(tmp_path / "in" / "train.conll"),
+                3,
+                "entity type 'FOO' of tag 'B-FOO' is not one of the configured types (PER)",
+                b"C\tB-FOO",
+            )
+        ]
+    # The other sentences were written; "C D" was dropped.
+    assert sorted(row["tokens"] for row in _read_split(examples.uri, "train")) == [["A"], ["E"]]
+    assert _read_split(examples.uri, "eval") == [{"tokens": ["F"], "tags": ["O"]}]
