@@ -21,7 +21,8 @@ from tensorflow_model_analysis.metrics import metric_specs, metric_types
 
 from bert_keras.checkpoint import resolve_checkpoint
 from pipeline.config import load_config
-from pipeline.finetune import FINGERPRINTED_PACKAGES, code_fingerprint, eval_config, module_config
+from pipeline.finetune import FINGERPRINTED_PACKAGES, code_fingerprint, module_config
+from pipeline.tasks.text_classification import eval_config
 
 REPO = Path(__file__).resolve().parent.parent
 
