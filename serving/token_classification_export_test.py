@@ -265,6 +265,12 @@ def test_a_batch_without_entities_has_zero_width(controlled):
     out = _numpy(controlled.signatures["serving_default"](text=tf.constant(["the", "", "said"])))
     assert out["num_entities"].tolist() == [0, 0, 0]
     assert out["entity_start"].shape == out["entity_label"].shape == (3, 0)
+    for texts in ([""], []):  # no word in the batch; no row at all
+        out = _numpy(controlled.signatures["serving_default"](text=tf.constant(texts, tf.string)))
+        assert out["entity_start"].shape == (len(texts), 0)
+        assert out["num_entities"].tolist() == [0] * len(texts)
+    out = _numpy(controlled.signatures["from_examples"](examples=tf.constant([], tf.string)))
+    assert out["token_labels"].shape == out["token_scores"].shape == (0, 0)
 
 
 def test_from_examples_labels_align_with_the_input_words(controlled):

@@ -161,7 +161,7 @@ def count_rows(files: list[str], feature_spec: dict) -> dict[str, int]:
             "truncated_words": int(cut_words)}
 
 
-def run_fn(fn_args) -> None:
+def run_fn(fn_args: Any) -> None:
     """TFX Trainer entry point: warm-start, fine-tune, export the NER serving SavedModel."""
     import keras
     import tensorflow_transform as tft
