@@ -16,9 +16,19 @@ Each record goes through Beam's RunInference with `SavedModelSignatureHandler`, 
 handler that calls a SavedModel signature on batches of strings (Beam's TF handlers load
 models with `tf.keras.models.load_model`, which Keras 3 cannot do for a plain SavedModel, and
 tfx-bsl's RunInference only takes tf.Examples). The output has one record per input, with
-its source `file` and `line` (record number for TFRecords), the `text`, the `label` and the
-`probabilities` (JSONL), or `probability_<class>` columns (CSV). Output order is not the
-input order; use file/line to join.
+its source `file` and `line` (record number for TFRecords) and the `text`, then what the
+model's task gives (`serving.predictions`, chosen by the signature's output names):
+
+* classification: the `label` and the `probabilities` (JSONL), or `label` and
+  `probability_<class>` columns (CSV).
+* entities (an NER model's `serving_default`): `entities`, a list of `{"start", "end",
+  "text", "label", "score"}` (JSONL), or one `entities` column holding that list as JSON
+  (CSV). Offsets are in characters of `text`.
+* token tags (an NER model's `from_examples`, TFRecord inputs): `token_labels` and
+  `token_scores`, one per word (JSON lists in CSV); a multi-valued `--text-column` feature
+  (the words) is echoed as `text` joined with spaces.
+
+Output order is not the input order; use file/line to join.
 
 Every other flag is passed to Beam (`--runner`, `--direct_num_workers`, ...).
 """
@@ -45,6 +55,7 @@ from apache_beam.ml.inference.base import (
 )
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from serving import predictions
 from serving.saved_model_files import class_names, read_saved_model_proto
 
 logger = logging.getLogger("bertpipe.score")
@@ -147,9 +158,10 @@ def read_tfrecord_records(
                     f"{path}:{number}: record is not a serialized tf.Example"
                 ) from None
             feature = example.features.feature.get(text_column)
-            text = ""
-            if feature is not None and feature.bytes_list.value:
-                text = feature.bytes_list.value[0].decode("utf-8", errors="replace")
+            # One value for a classifier's text; a token classifier's words are many (a
+            # classifier cannot parse those, so joining them changes nothing that worked).
+            values = feature.bytes_list.value if feature is not None else []
+            text = " ".join(v.decode("utf-8", errors="replace") for v in values)
             yield (path, number, text), record
     except tf.errors.OpError as e:
         raise InputError(f"{path}:{number + 1}: cannot read the TFRecord: {e.message}") from None
@@ -225,31 +237,29 @@ class SavedModelSignatureHandler(ModelHandler[Any, PredictionResult, Any]):
 
 
 def result_record(keyed: tuple[tuple[str, int, str], PredictionResult]) -> dict:
+    """A scored input -> {file, line, text, <the task's fields>}; the task is the one the
+    inference's output names identify (`serving.predictions.task_for`)."""
     (path, line, text), result = keyed
     inference = result.inference
-    label = inference["label"]
-    return {
-        "file": path,
-        "line": line,
-        "text": text,
-        "label": label.decode("utf-8", errors="replace")
-        if isinstance(label, bytes)
-        else str(label),
-        "probabilities": [float(p) for p in inference["probabilities"]],
-    }
+    record = predictions.task_for(inference).record(text, inference)
+    return {"file": path, "line": line, "text": text, **record}
 
 
-def csv_columns(names: Sequence[str]) -> list[str]:
-    return ["file", "line", "text", "label"] + [f"probability_{name}" for name in names]
+def csv_columns(
+    names: Sequence[str] | None, task: str = predictions.CLASSIFICATION
+) -> list[str]:
+    """The CSV header: file, line, text, then the task's columns (`names`: class names)."""
+    return ["file", "line", "text"] + predictions.task_named(task).header(names)
 
 
-def to_csv_line(record: dict) -> str:
+def to_csv_line(record: dict, task: str = predictions.CLASSIFICATION) -> str:
+    """A record (`result_record`) -> one CSV line in `csv_columns` order."""
     import io
 
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="").writerow(
-        [record["file"], record["line"], record["text"], record["label"]]
-        + [repr(p) for p in record["probabilities"]]
+        [record["file"], record["line"], record["text"]]
+        + predictions.task_named(task).cells(record)
     )
     return buffer.getvalue()
 
@@ -316,7 +326,8 @@ def build_pipeline(
     args: argparse.Namespace,
     files: list[str],
     input_format: str,
-    names: list[str],
+    names: list[str] | None,
+    task: str = predictions.CLASSIFICATION,
 ):
     signature, input_name = (
         (EXAMPLES_SIGNATURE, EXAMPLES_INPUT)
@@ -338,8 +349,8 @@ def build_pipeline(
         lines = records | "ToJson" >> beam.Map(lambda r: json.dumps(r, ensure_ascii=False))
         suffix, header = ".jsonl", None
     else:
-        lines = records | "ToCsv" >> beam.Map(to_csv_line)
-        suffix, header = ".csv", ",".join(csv_columns(names))
+        lines = records | "ToCsv" >> beam.Map(to_csv_line, task)
+        suffix, header = ".csv", ",".join(csv_columns(names, task))
     lines | "Write" >> beam.io.WriteToText(
         args.output, file_name_suffix=suffix, header=header, num_shards=args.num_shards
     )
@@ -382,24 +393,32 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    width = int(
-        saved_model.meta_graphs[0]
-        .signature_def[signature]
-        .outputs["probabilities"]
-        .tensor_shape.dim[-1]
-        .size
-    )
-    names = class_names(saved_model) or [str(i) for i in range(width)]
+    outputs = saved_model.meta_graphs[0].signature_def[signature].outputs
+    try:
+        task = predictions.task_for(outputs)
+    except ValueError as e:
+        print(f"bertpipe score: {args.model_dir} ({signature}): {e}", file=sys.stderr)
+        return 2
+    names = None
+    if task.name == predictions.CLASSIFICATION:
+        # The probability columns are named by class; the export keeps the names.
+        width = int(outputs["probabilities"].tensor_shape.dim[-1].size)
+        names = class_names(saved_model) or [str(i) for i in range(width)]
     output_dir = os.path.dirname(args.output)
     if output_dir and "://" not in args.output:
         os.makedirs(output_dir, exist_ok=True)
     options = PipelineOptions(beam_args + [f"--runner={args.runner}"])
     logger.info(
-        "Scoring %d %s file(s) with %s (%s)", len(files), input_format, args.model_dir, signature
+        "Scoring %d %s file(s) with %s (%s, %s)",
+        len(files),
+        input_format,
+        args.model_dir,
+        signature,
+        task.name,
     )
     try:
         with beam.Pipeline(options=options) as pipeline:
-            build_pipeline(pipeline, args, files, input_format, names)
+            build_pipeline(pipeline, args, files, input_format, names, task.name)
     except Exception as e:  # noqa: BLE001  (report bad inputs without a Beam stack trace)
         message = str(e)
         if isinstance(e, InputError) or "InputError" in message or _is_input_error(e):

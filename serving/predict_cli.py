@@ -3,9 +3,19 @@
     bertpipe predict --server http://127.0.0.1:8501 --model sst2 "a gorgeous film" "a dull mess"
     bertpipe predict --grpc 127.0.0.1:8500 --model sst2 --input sentences.txt
 
-Prints one line per text: `label<TAB>probability of that label<TAB>text` (or JSON lines with
-every probability with `--json`). Never imports TensorFlow, so it starts in well under a
-second over REST.
+What it prints depends on the model, told by the outputs the server returns
+(`serving.predictions`):
+
+* a classifier (`label`, `probabilities`): one line per text,
+  `label<TAB>probability of that label<TAB>text`; with `--json`, JSON lines
+  `{"text", "label", "probabilities"}`.
+* an entity recogniser (`entity_start`, `entity_end`, `entity_label`, `entity_score`,
+  `num_entities`): per text, the text on its own line, then one line per entity starting
+  with a TAB: `<TAB>entity text<TAB>label<TAB>score<TAB>start-end` (offsets in characters,
+  end exclusive); with `--json`, JSON lines `{"text", "entities": [{"start", "end", "text",
+  "label", "score"}, ...]}`.
+
+Never imports TensorFlow, so it starts in well under a second over REST.
 """
 
 from __future__ import annotations
@@ -15,13 +25,15 @@ import json
 import sys
 from collections.abc import Iterator
 
+from serving import predictions
 from serving.client import GrpcClient, RestClient, ServerError
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bertpipe predict",
-        description="Classify texts with a model served over TF Serving's REST or gRPC API.",
+        description="Classify texts, or find their entities, with a model served over TF "
+        "Serving's REST or gRPC API.",
     )
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--server", metavar="URL", help="REST API root, e.g. http://127.0.0.1:8501")
@@ -43,9 +55,11 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)"
     )
     parser.add_argument(
-        "--json", action="store_true", help="print JSON lines with all probabilities"
+        "--json",
+        action="store_true",
+        help="print JSON lines (all probabilities, or every entity with its offsets)",
     )
-    parser.add_argument("texts", nargs="*", help="texts to classify")
+    parser.add_argument("texts", nargs="*", help="texts to classify or tag")
     return parser
 
 
@@ -86,16 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for start in range(0, len(texts), args.batch_size):
             batch = texts[start : start + args.batch_size]
-            for text, prediction in zip(batch, client.predict(batch, args.signature), strict=True):
+            rows = client.predict_outputs(batch, args.signature)
+            # Every row of one response has the same outputs, so the first names the task.
+            task = predictions.task_for(rows[0])
+            for text, row in zip(batch, rows, strict=True):
+                record = task.record(text, row)
                 if args.json:
-                    record = {
-                        "text": text,
-                        "label": prediction.label,
-                        "probabilities": prediction.probabilities,
-                    }
-                    print(json.dumps(record, ensure_ascii=False))
+                    print(json.dumps({"text": text, **record}, ensure_ascii=False))
                 else:
-                    print(f"{prediction.label}\t{prediction.probability:.4f}\t{text}")
+                    print("\n".join(task.lines(text, record)))
             sys.stdout.flush()
     except ServerError as e:
         print(f"bertpipe predict: server error {e.status}: {e.message}", file=sys.stderr)
