@@ -1,18 +1,24 @@
 """Trainer function of the pretraining pipeline: masked-LM + next-sentence BERT pretraining.
 
 Training is cut into "epochs" of `checkpoint_every` steps over a repeated dataset, and
-Keras's `BackupAndRestore` saves weights and optimizer state (step counter included) after
-each. The backup lives outside the execution's output, under a key derived from the inputs
-and settings, so when a run is interrupted and the pipeline is run again, the new Trainer
-execution resumes from the last checkpoint instead of starting over.
+`AtomicBackup` saves weights and optimizer state (step counter included) after each, into
+one file that is written under a temporary name and renamed: a run killed at any moment,
+even during a write, leaves the previous checkpoint whole. The step to resume from is the
+optimizer's own step counter in that file, so weights and step cannot disagree. The backup
+lives outside the execution's output, under a key derived from the inputs and settings, so
+when a run is interrupted and the pipeline is run again, the new Trainer execution resumes
+from the last checkpoint instead of starting over.
 
 The output (the Trainer's Model artifact) is an encoder checkpoint in bertpipe's format
-(`encoder.json`, `encoder.weights.h5`, `vocab.txt`) plus `pretraining_metrics.json`;
-the fine-tuning pipeline warm-starts from it through `bert_keras.checkpoint.load_backbone`.
+(`encoder.json`, `encoder.weights.h5`, `vocab.txt`) plus `pretraining_metrics.json`
+(eval metrics before and after, optimizer steps, and what the run actually trained with:
+Keras's `jit_compile` and an encoder layer's compute and variable dtypes); the fine-tuning
+pipeline warm-starts from it through `bert_keras.checkpoint.load_backbone`.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -27,6 +33,7 @@ from pipeline.modules.common import gzip_records
 GOOGLE_TO_KERAS = {"input_ids": "token_ids", "input_mask": "padding_mask",
                    "segment_ids": "segment_ids"}
 METRICS_FILE = "pretraining_metrics.json"
+BACKUP_FILE = "latest.weights.h5"  # weights and optimizer state, step counter included
 
 
 def _feature_spec(max_seq_length: int, max_predictions: int) -> dict:
@@ -101,6 +108,68 @@ def _build_model(config: dict[str, Any], vocabulary: list[str]):
     return backbone, BertPretrainer(backbone)
 
 
+def _replace_atomically(temporary: str, path: str) -> None:
+    """Renames a fully written `temporary` to `path` (one rename: old or new, never half)."""
+    with open(temporary, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _write_json_atomically(value: Any, path: str) -> None:
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as f:
+        json.dump(value, f)
+    _replace_atomically(temporary, path)
+
+
+def restore_backup(model: keras.Model, backup_dir: str) -> int:
+    """Loads the last checkpoint in `backup_dir`, if any; returns its optimizer step (0 if
+    none). The model must be built; its optimizer is built here so its state loads too."""
+    for stale in glob.glob(os.path.join(backup_dir, "saving-*.weights.h5")):
+        os.remove(stale)  # a write that a crash cut short; the checkpoint is intact
+    path = os.path.join(backup_dir, BACKUP_FILE)
+    if not os.path.exists(path):
+        return 0
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(path)
+    return int(model.optimizer.iterations.numpy())
+
+
+class AtomicBackup(keras.callbacks.Callback):
+    """Saves weights and optimizer state to `<backup_dir>/latest.weights.h5` after each
+    epoch: written under a temporary name, then renamed over the previous checkpoint."""
+
+    def __init__(self, backup_dir: str):
+        super().__init__()
+        self.backup_dir = backup_dir
+
+    def on_epoch_end(self, epoch, logs=None):
+        path = os.path.join(self.backup_dir, BACKUP_FILE)
+        # save_weights wants the ".weights.h5" ending; the name is unique to this process.
+        temporary = os.path.join(self.backup_dir, f"saving-{os.getpid()}.weights.h5")
+        self.model.save_weights(temporary, overwrite=True)
+        _replace_atomically(temporary, path)
+
+
+def _precision_report(backbone, features: dict) -> dict:
+    """What the encoder computes in and stores its weights in, observed on a batch."""
+    layer = backbone.transformer_layers[0]
+    inputs = {name: features[name] for name in ("token_ids", "segment_ids", "padding_mask")}
+    return {
+        "encoder_layer": layer.name,
+        "encoder_layer_compute_dtype": layer.compute_dtype,
+        "encoder_layer_variable_dtypes": sorted({str(v.dtype) for v in layer.weights}),
+        "sequence_output_dtype": keras.backend.standardize_dtype(
+            backbone(inputs)["sequence_output"].dtype),
+    }
+
+
 class CheckpointLog(keras.callbacks.Callback):
     """Prints each saved checkpoint's step and metrics (the resume test waits for it)."""
 
@@ -122,8 +191,8 @@ def run_fn(fn_args) -> None:
 
     config = fn_args.custom_config
     keras.utils.set_random_seed(config["seed"])
-    if config["mixed_precision"]:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.mixed_precision.set_global_policy(
+        "mixed_bfloat16" if config["mixed_precision"] else "float32")
     examples_root = _examples_root(fn_args.train_files)
     vocabulary, lower_case = read_vocabulary_dir(os.path.join(examples_root, "vocabulary"))
     backbone, model = _build_model(config, vocabulary)
@@ -136,43 +205,43 @@ def run_fn(fn_args) -> None:
     eval_data = make_dataset(fn_args.eval_files, config, training=False).take(
         config["eval_batches"])
     train_data = make_dataset(fn_args.train_files, config, training=True)
-    model(next(iter(train_data))[0])  # build, so BackupAndRestore can load into it
+    first_batch = next(iter(train_data))[0]
+    model(first_batch)  # build, so the checkpoint can load into it
 
     backup_dir = backup_directory(config, examples_root)
     os.makedirs(backup_dir, exist_ok=True)
     initial_metrics_path = os.path.join(backup_dir, "initial_metrics.json")
-    metadata_path = os.path.join(backup_dir, "training_metadata.json")
-    resumed_step = 0
-    if os.path.exists(metadata_path):
-        with open(metadata_path) as f:
-            resumed_step = json.load(f)["epoch"] * every
-        print(f"pretraining: resuming from the checkpoint at step {resumed_step} "
-              f"in {backup_dir}", flush=True)
     if os.path.exists(initial_metrics_path):
         with open(initial_metrics_path) as f:
             initial = json.load(f)
-    else:
+    else:  # before any checkpoint: the freshly initialized model
         initial = model.evaluate(eval_data, return_dict=True, verbose=0)
-        with open(initial_metrics_path, "w") as f:
-            json.dump(initial, f)
+        _write_json_atomically(initial, initial_metrics_path)
+    resumed_step = restore_backup(model, backup_dir)
+    if resumed_step:
+        print(f"pretraining: resuming from the checkpoint at step {resumed_step} "
+              f"in {backup_dir}", flush=True)
+    if resumed_step % every:
+        raise ValueError(f"the checkpoint in {backup_dir} is at step {resumed_step}, not a "
+                         f"multiple of checkpoint_every={every}")
     logging.info("pretraining: %d steps, checkpoint every %d, backup in %s", steps, every,
                  backup_dir)
     model.fit(
         train_data.skip(resumed_step),  # do not train twice on the batches already seen
         steps_per_epoch=every,
         epochs=steps // every,
-        callbacks=[
-            keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch",
-                                             delete_checkpoint=False),
-            CheckpointLog(every),
-        ],
+        initial_epoch=resumed_step // every,
+        callbacks=[AtomicBackup(backup_dir), CheckpointLog(every)],
         verbose=0,
     )
     final = model.evaluate(eval_data, return_dict=True, verbose=0)
     trained_steps = int(model.optimizer.iterations.numpy())
     save_encoder_checkpoint(backbone, vocabulary, lower_case, fn_args.serving_model_dir)
     report = {"initial": initial, "final": final, "optimizer_steps": trained_steps,
-              "resumed_from_step": resumed_step}
+              "resumed_from_step": resumed_step,
+              # As Keras resolved it (it turns XLA off for a model that cannot use it).
+              "jit_compile": bool(model.jit_compile),
+              **_precision_report(backbone, first_batch)}
     with tf.io.gfile.GFile(os.path.join(fn_args.serving_model_dir, METRICS_FILE), "w") as f:
         json.dump(report, f, indent=2)
     print(f"pretraining: done after {trained_steps} optimizer steps; "

@@ -93,17 +93,29 @@ def test_masked_fraction_is_15_percent_of_maskable_tokens(default_run):
 
 
 def test_replacements_are_80_mask_10_random_10_unchanged(default_run, vocab_info):
-    kinds = Counter()
+    kinds, random_ids = Counter(), Counter()
     for instance in default_run["instances"]:
         for position, original in zip(instance.masked_lm_positions, instance.masked_lm_ids, strict=True):
             new = instance.input_ids[position]
-            kinds["mask" if new == vocab_info.mask_id else "same" if new == original else "random"] += 1
+            kind = "mask" if new == vocab_info.mask_id else "same" if new == original else "random"
+            kinds[kind] += 1
+            if kind == "random":
+                random_ids[new] += 1
     total = sum(kinds.values())
     assert total > 50_000
     assert kinds["mask"] / total == pytest.approx(0.8, abs=0.01)
     # A random token equal to the original (p = 1/30522) counts as unchanged: negligible.
     assert kinds["random"] / total == pytest.approx(0.1, abs=0.01)
     assert kinds["same"] / total == pytest.approx(0.1, abs=0.01)
+    # ... and the random ones are drawn uniformly from the whole vocabulary: about 8,400
+    # draws from 30,522 ids give 30522 * (1 - exp(-8400 / 30522)) = 7,350 distinct ids (7,374
+    # measured, none drawn more than 4 times). A constant, a small set or a part of the
+    # vocabulary fails here.
+    draws = sum(random_ids.values())
+    assert len(random_ids) > 6_000
+    assert random_ids.most_common(1)[0][1] <= 10
+    quarters = Counter(4 * token // vocab_info.size for token in random_ids.elements())
+    assert all(quarters[q] / draws == pytest.approx(0.25, abs=0.03) for q in range(4))
 
 
 def test_never_masks_cls_sep_or_padding(default_run, vocab_info, minilm_vocab):
@@ -154,7 +166,11 @@ def test_segments_come_from_their_documents_and_random_b_from_another(default_ru
     assert 0.5 < random_next / len(default_run["instances"]) < 0.6
 
 
-def test_next_sentence_labels_are_balanced(chapter_documents, minilm_vocab, collect_beam_outputs, tmp_path):
+def test_next_sentence_labels_are_balanced_in_both_implementations(
+    chapter_documents, minilm_vocab, collect_beam_outputs, tmp_path, default_run
+):
+    """At short_seq_prob 0 (no short target lengths), ours and Google's both give 50% ± 2 pp
+    random-next pairs (BUILD.md), on the same documents, 4 copies of each."""
     config = pd.PretrainingConfig(dupe_factor=4, short_seq_prob=0.0)
     instances = _run(config, chapter_documents, minilm_vocab, collect_beam_outputs, tmp_path)["instances"]
     assert len(instances) > 8000
@@ -162,6 +178,11 @@ def test_next_sentence_labels_are_balanced(chapter_documents, minilm_vocab, coll
     assert len(random_next) / len(instances) == pytest.approx(0.5, abs=0.02)
     assert all(i.b_doc_id != i.doc_id for i in random_next)
     assert len({i.b_doc_id for i in random_next}) == len({i.doc_id for i in instances})
+
+    # Google's: 4 seeds, one copy each (its dupe_factor loop draws from one generator).
+    google = _google_recipe(list(default_run["tokenized"].values()), minilm_vocab, range(4), 0.0)
+    assert sum(r[0] for r in google) > 8000
+    assert sum(r[1] for r in google) / sum(r[0] for r in google) == pytest.approx(0.5, abs=0.02)
 
 
 def _words(instance: pd.PretrainingInstance, vocab: pd.MaskingVocabulary) -> list[list[int]]:
@@ -222,7 +243,7 @@ for seed in request["seeds"]:
     instances = []
     for index in range(len(documents)):
         instances += google.create_instances_from_document(
-            documents, index, 128, 0.1, 0.15, 20, vocab, rng)
+            documents, index, 128, request["short_seq_prob"], 0.15, 20, vocab, rng)
     results.append([len(instances), sum(i.is_random_next for i in instances),
                     sum(len(i.tokens) for i in instances),
                     sum(len(i.masked_lm_positions) for i in instances)])
@@ -239,20 +260,27 @@ def _recipe_statistics(results: list[list[int]]) -> dict[str, float]:
     }
 
 
+def _google_recipe(documents, vocab: list[str], seeds, short_seq_prob: float) -> list[list[int]]:
+    """Google's recipe on our tokenized documents, one copy per seed: per seed [instances,
+    random-next instances, tokens, masked tokens]."""
+    request = {
+        "documents": [[[vocab[t] for t in s] for s in d.segments] for d in documents],
+        "vocab": vocab,
+        "seeds": list(seeds),
+        "short_seq_prob": short_seq_prob,
+    }
+    google = subprocess.run(
+        [sys.executable, "-c", _GOOGLE_RECIPE], input=json.dumps(request), capture_output=True, text=True, check=True
+    )
+    return json.loads(google.stdout)
+
+
 def test_recipe_matches_googles_reference_across_seeds(default_run, minilm_vocab, vocab_info):
     """Same tokenized documents, 16 seeds each: the two implementations must agree in
     distribution (a single seed varies a lot: ~10% of documents get a short target)."""
     documents = list(default_run["tokenized"].values())
     seeds = list(range(16))
-    request = {
-        "documents": [[[minilm_vocab[t] for t in s] for s in d.segments] for d in documents],
-        "vocab": minilm_vocab,
-        "seeds": seeds,
-    }
-    google = subprocess.run(
-        [sys.executable, "-c", _GOOGLE_RECIPE], input=json.dumps(request), capture_output=True, text=True, check=True
-    )
-    google_stats = _recipe_statistics(json.loads(google.stdout))
+    google_stats = _recipe_statistics(_google_recipe(documents, minilm_vocab, seeds, 0.1))
 
     by_id = {d.doc_id: d for d in documents}
     index = pd.DocumentIndex(by_id)

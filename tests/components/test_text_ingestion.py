@@ -134,6 +134,18 @@ def test_invalid_configs_are_rejected():
 # ----------------------------------------------------------------------------- Beam
 
 
+EXPECTED_SPLITS = {
+    "a.txt:1": "train", "a.txt:3": "train", "b.txt:7": "train", "bad.txt:1": "train",
+    "a.txt:33": "eval", "a.txt:41": "eval", "b.txt:1": "eval", "b.txt:5": "eval",
+}  # fmt: skip
+
+
+def test_hash_split_is_sha256_of_the_doc_id_modulo_the_buckets():
+    # Literal values, computed once: with 100 one-bucket splits the index is the bucket.
+    assert [ti.hash_split(doc_id, [1] * 100) for doc_id in EXPECTED_SPLITS] == [73, 7, 8, 84, 79, 19, 89, 39]
+    assert [ti.hash_split(doc_id, [80, 20]) for doc_id in ("a.txt:1", "b.txt:3", "b.txt:1", "bad.txt:1")] == [0, 1, 1, 1]
+
+
 def test_ingest_to_examples_splits_by_doc_id_and_writes_the_report(tmp_path: Path):
     input_dir = tmp_path / "input"
     input_dir.mkdir()
@@ -166,6 +178,10 @@ def test_ingest_to_examples_splits_by_doc_id_and_writes_the_report(tmp_path: Pat
     assert 0.08 < len(split_docs["eval"]) / total < 0.12  # 9:1 by hash.
     for split, documents in split_docs.items():
         assert all(ti.hash_split(d.doc_id, [9, 1]) == ("train", "eval").index(split) for d in documents)
+    # Literal splits, computed once (SHA-256 of the doc id mod 10: 0-8 train, 9 eval): a
+    # change of the hash function moves documents between splits and fails here.
+    split_of = {d.doc_id: split for split, documents in split_docs.items() for d in documents}
+    assert {doc_id: split_of[doc_id] for doc_id in EXPECTED_SPLITS} == EXPECTED_SPLITS
     assert ti.Document("bad.txt:1", ["ok line. \ufffd("]) in split_docs["train"] + split_docs["eval"]
 
     report = [json.loads(line) for line in (output / ti.INGESTION_REPORT_FILE).read_text().splitlines()]
