@@ -132,10 +132,16 @@ def export_minilm(export_dir: str, max_seq_length: int):
     return kernel, bias
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: every socket stays bound until all are chosen."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -207,13 +213,13 @@ def run_load(
 
 
 def start_server(base_path: str, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
-    rest_port = free_port()
+    rest_port, grpc_port = free_ports(2)
     command = [
         sys.executable, "-m", "pipeline.cli", "serve",
         "--model-base-path", base_path,
         "--model-name", MODEL_NAME,
         "--rest-port", str(rest_port),
-        "--grpc-port", str(free_port()),
+        "--grpc-port", str(grpc_port),
         "--host", "127.0.0.1",
         "--enable-batching",
         "--max-batch-size", str(args.max_batch_size),
