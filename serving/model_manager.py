@@ -68,7 +68,7 @@ def _incomplete_reason(path: str) -> str | None:
     one unreadable version must not abort the poll (or the start-up) for all the others."""
     try:
         return incomplete_reason(path)
-    except Exception as e:  # noqa: BLE001  (e.g. protobuf's DecodeError: a half-written graph)
+    except Exception as e:  # noqa: BLE001  (anything unreadable: a version being copied)
         return f"cannot read {path}: {type(e).__name__}: {e}"
 
 

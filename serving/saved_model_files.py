@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 
-from google.protobuf import text_format
+from google.protobuf import message, text_format
 
 from serving.protos import serving_protos
 
@@ -31,8 +31,9 @@ def read_saved_model_proto(export_dir: str):
                 text_format.Parse(f.read(), saved_model)
         else:
             raise ValueError(f"no saved_model.pb or saved_model.pbtxt in {export_dir}")
-    except (OSError, ValueError, text_format.ParseError) as e:
-        # protobuf's DecodeError (e.g. a truncated .pb) is a ValueError.
+    except (OSError, ValueError, text_format.ParseError, message.DecodeError) as e:
+        # A truncated .pb (a copy in progress) raises protobuf's DecodeError, which is not a
+        # ValueError in every protobuf implementation.
         raise ValueError(f"cannot read the SavedModel proto in {export_dir}: {e}") from None
     if not saved_model.meta_graphs:
         raise ValueError(f"the SavedModel in {export_dir} has no MetaGraph")
