@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
 import tensorflow as tf
 
 
@@ -20,3 +27,59 @@ def expand_file_patterns(patterns: list[str], what: str) -> list[str]:
 def gzip_records(patterns: list[str], what: str) -> tf.data.TFRecordDataset:
     """The records of TFX's GZIP-compressed TFRecord outputs behind `patterns`."""
     return tf.data.TFRecordDataset(expand_file_patterns(patterns, what), compression_type="GZIP")
+
+
+def total_training_steps(train_rows: int, config: dict[str, Any]) -> int:
+    """Optimizer steps of a run: `epochs` over the data, capped by `max_steps` (0: none).
+
+    Length bucketing can leave one partial batch per bucket, hence the extra steps.
+    """
+    steps_per_epoch = math.ceil(train_rows / config["batch_size"]) + len(config["length_buckets"])
+    total = steps_per_epoch * config["epochs"]
+    max_steps = config.get("max_steps")
+    return total if max_steps is None else min(total, max_steps)
+
+
+def compile_and_fit(
+    model,
+    loss,
+    metrics: dict[str, list],
+    make_dataset: Callable[[list[str], int, bool], tf.data.Dataset],
+    fn_args: Any,
+    total_steps: int,
+) -> dict[str, list[float]]:
+    """Compiles with BERT's optimizer, trains `total_steps` steps (none for 0: the
+    warm-started model is exported untrained), writes `history.json`; returns the history.
+
+    `make_dataset(files, batch_size, shuffle)` builds a split's batches; `metrics` are
+    `model.compile` keyword arguments (`metrics=[...]` or `weighted_metrics=[...]`).
+    """
+    from bert_keras.optimization import build_adamw
+
+    config = fn_args.custom_config
+    model.compile(
+        # BERT's recipe: AdamW, linear warm-up then linear decay, no decay on biases/LayerNorm.
+        optimizer=build_adamw(config["learning_rate"], max(total_steps, 1),
+                              config["warmup_fraction"], config["weight_decay"]),
+        loss=loss,
+        **metrics,
+    )
+    train = make_dataset(fn_args.train_files, config["batch_size"], True)
+    if config.get("max_steps") is not None:
+        train, epochs = train.repeat().take(total_steps), 1
+    else:
+        epochs = config["epochs"]
+    logging.info("Training: %d steps", total_steps)
+    history = {}
+    if total_steps > 0:
+        history = model.fit(
+            train,
+            epochs=epochs,
+            validation_data=make_dataset(fn_args.eval_files, config["eval_batch_size"], False),
+            verbose=2,
+        ).history
+    history = {k: [float(v) for v in vs] for k, vs in history.items()}
+    os.makedirs(fn_args.model_run_dir, exist_ok=True)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
+        json.dump(history, f)
+    return history

@@ -8,16 +8,13 @@ and a fingerprint of this package's code, so a code change invalidates the cache
 
 from __future__ import annotations
 
-import json
-import logging
-import math
 import os
 from typing import Any
 
 import tensorflow as tf
 
 from bert_keras.vocabulary import read_vocabulary
-from pipeline.modules.common import gzip_records
+from pipeline.modules.common import compile_and_fit, gzip_records, total_training_steps
 from serving.text_encoder import BertTextEncoder
 
 TOKEN_FEATURES = ("token_ids", "segment_ids", "padding_mask")
@@ -98,7 +95,6 @@ def run_fn(fn_args) -> None:
 
     from bert_keras.checkpoint import load_backbone
     from bert_keras.classifier import build_text_classifier
-    from bert_keras.optimization import build_adamw
     from serving.export import export_saved_model
 
     config = fn_args.custom_config
@@ -113,43 +109,19 @@ def run_fn(fn_args) -> None:
             config["length_buckets"], shuffle, config["seed"],
         )
 
-    train_rows = _count_records(fn_args.train_files)
-    steps_per_epoch = math.ceil(train_rows / config["batch_size"]) + len(config["length_buckets"])
-    total_steps = steps_per_epoch * config["epochs"]
-    max_steps = config.get("max_steps")
-    if max_steps is not None:  # 0 exports the warm-started model untrained (a baseline)
-        total_steps = min(total_steps, max_steps)
+    total_steps = total_training_steps(_count_records(fn_args.train_files), config)
 
     backbone, vocabulary, _ = load_backbone(config["checkpoint_dir"], dropout=config["dropout"])
     model = build_text_classifier(
         backbone, num_classes=len(config["classes"]), dropout=config["dropout"],
         pooling=config["pooling"],
     )
-    model.compile(
-        # BERT's recipe: AdamW, linear warm-up then linear decay, no decay on biases/LayerNorm.
-        optimizer=build_adamw(config["learning_rate"], max(total_steps, 1),
-                              config["warmup_fraction"], config["weight_decay"]),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    compile_and_fit(
+        model,
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        {"metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
+        dataset, fn_args, total_steps,
     )
-    train = dataset(fn_args.train_files, config["batch_size"], shuffle=True)
-    if max_steps is not None:
-        train, epochs = train.repeat().take(total_steps), 1
-    else:
-        epochs = config["epochs"]
-    logging.info("Training on %d rows: %d steps", train_rows, total_steps)
-    history = {}
-    if total_steps > 0:
-        history = model.fit(
-            train,
-            epochs=epochs,
-            validation_data=dataset(fn_args.eval_files, config["eval_batch_size"],
-                                    shuffle=False),
-            verbose=2,
-        ).history
-    os.makedirs(fn_args.model_run_dir, exist_ok=True)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
-        json.dump({k: [float(v) for v in vs] for k, vs in history.items()}, f)
 
     encoder = BertTextEncoder(vocabulary, max_len, lower_case=config["lower_case"])
     export_saved_model(

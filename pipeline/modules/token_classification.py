@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from typing import Any
 
 import tensorflow as tf
 
 from bert_keras.vocabulary import read_vocabulary
-from pipeline.modules.common import gzip_records
+from pipeline.modules.common import compile_and_fit, gzip_records, total_training_steps
 from serving.word_encoder import BertWordEncoder
 
 TOKEN_FEATURES = ("token_ids", "segment_ids", "padding_mask")
@@ -167,7 +166,6 @@ def run_fn(fn_args: Any) -> None:
     import tensorflow_transform as tft
 
     from bert_keras.checkpoint import load_backbone
-    from bert_keras.optimization import build_adamw
     from bert_keras.token_classifier import build_token_classifier, token_classification_loss
     from serving.token_classification_export import export_token_classifier
 
@@ -190,42 +188,18 @@ def run_fn(fn_args: Any) -> None:
                 "%s: %d of %d sentences are longer than max_seq_length=%d allows; %d words "
                 "lost", split, count["truncated_sentences"], count["sentences"], max_len,
                 count["truncated_words"])
-    train_rows = counts["train"]["sentences"]
-    steps_per_epoch = math.ceil(train_rows / config["batch_size"]) + len(config["length_buckets"])
-    total_steps = steps_per_epoch * config["epochs"]
-    max_steps = config.get("max_steps")
-    if max_steps is not None:  # 0 exports the warm-started model untrained (a baseline)
-        total_steps = min(total_steps, max_steps)
+    total_steps = total_training_steps(counts["train"]["sentences"], config)
 
     tags = list(config["tags"])
     backbone, vocabulary, _ = load_backbone(config["checkpoint_dir"], dropout=config["dropout"])
     model = build_token_classifier(backbone, num_labels=len(tags), dropout=config["dropout"])
-    model.compile(
-        # BERT's recipe: AdamW, linear warm-up then linear decay, no decay on biases/LayerNorm.
-        optimizer=build_adamw(config["learning_rate"], max(total_steps, 1),
-                              config["warmup_fraction"], config["weight_decay"]),
-        loss=token_classification_loss(),
+    compile_and_fit(
+        model,
+        token_classification_loss(),
         # Weighted: the accuracy of the word tags (first pieces), not of every position.
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        {"weighted_metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
+        dataset, fn_args, total_steps,
     )
-    train = dataset(fn_args.train_files, config["batch_size"], shuffle=True)
-    if max_steps is not None:
-        train, epochs = train.repeat().take(total_steps), 1
-    else:
-        epochs = config["epochs"]
-    logging.info("Training on %d sentences: %d steps", train_rows, total_steps)
-    history = {}
-    if total_steps > 0:
-        history = model.fit(
-            train,
-            epochs=epochs,
-            validation_data=dataset(fn_args.eval_files, config["eval_batch_size"],
-                                    shuffle=False),
-            verbose=2,
-        ).history
-    os.makedirs(fn_args.model_run_dir, exist_ok=True)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
-        json.dump({k: [float(v) for v in vs] for k, vs in history.items()}, f)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, TRUNCATION_FILE), "w") as f:
         json.dump(counts, f)
 
