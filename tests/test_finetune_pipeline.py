@@ -161,7 +161,7 @@ def test_pushed_model_serves_in_a_process_with_only_tensorflow_and_text(workspac
                              ""])
         by_text = model.signatures["serving_default"](text=texts)
         example = tf.train.Example(features=tf.train.Features(feature={"sentence":
-            tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a gorgeous , witty film"]))}))
+            tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a gorgeous , witty , moving film"]))}))
         serialized = [example.SerializeToString()]
         by_example = model.signatures["from_examples"](examples=tf.constant(serialized))
         # TF Serving's C++ loader restores variables in a Session, TF1-style: do the same.
