@@ -5,6 +5,8 @@
 * `bert_keras.checkpoint`: `resolve_checkpoint`, `load_backbone` (Hugging Face BERT dirs and
   bertpipe encoder checkpoints), `save_encoder_checkpoint`.
 * `bert_keras.classifier`: `build_text_classifier` (logits on the pooled output).
+* `bert_keras.token_classifier`: `BertTokenClassifier`, `build_token_classifier` (per-token
+  logits on the sequence output) and the masked `token_classification_loss`.
 * `bert_keras.pretrainer`: `BertPretrainer` (tied masked-LM head + next-sentence head) and
   its losses, metrics and `split_pretraining_features`.
 * `bert_keras.optimization`: `LinearWarmupDecay`, `build_adamw`.
