@@ -174,6 +174,7 @@ def test_evaluator_metrics_are_the_pushed_models_from_examples_predictions(works
                                                                           first_run):
     """What the EntityEvaluator measured is what the pushed model's from_examples gives."""
     import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the tokenizer ops the SavedModel uses)
 
     from pipeline.tasks.entity_metrics import entity_scores
 
