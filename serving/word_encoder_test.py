@@ -23,9 +23,9 @@ from transformers.models.bert.tokenization_bert import load_vocab  # noqa: E402
 MAX_LENGTH = 64
 # CoNLL-2003-like sentences (one word per CoNLL token), plus words that BERT splits further.
 SENTENCES = [
-    ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."],
-    ["Peter", "Blackburn"],
-    ["BRUSSELS", "1996-08-22"],
+    ["ACME", "ships", "new", "kettles", "to", "Oslo", "traders", "."],
+    ["Ada", "Lovelace"],
+    ["OSLO", "2026-11-24"],
     ["The", "U.S.", "Treasury", "'s", "Lönnqvist", "said", "Müller-Lüdenscheid", "(", "CDU",
      ")", "won", "3,000", "votes", "."],
     ["Zürich", "São", "Paulo", "naïve", "ÉCOLE", "東京", "straße", "ΟΔΥΣΣΕΥΣ", "😀", "İstanbul"],

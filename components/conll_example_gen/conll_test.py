@@ -42,9 +42,9 @@ def test_tab_separated_with_blank_lines_and_whitespace_only_separators():
 
 
 def test_space_separated_columns_tag_last_by_default():
-    data = b"EU NNP B-NP B-ORG\nrejects  VBZ   B-VP O\n"  # Runs of spaces are one separator.
+    data = b"ACME NNP B-NP B-ORG\nships  VBZ   B-VP O\n"  # Runs of spaces are one separator.
     sentences, bad = parse(data)
-    assert sentences == [(["EU", "rejects"], ["B-ORG", "O"])]
+    assert sentences == [(["ACME", "ships"], ["B-ORG", "O"])]
     assert bad == []
 
 
@@ -55,26 +55,26 @@ def test_a_line_with_a_tab_splits_on_tabs_only():
 
 
 def test_tag_column_picks_the_column():
-    data = b"EU B-ORG NNP\nrejects O VBZ\n"
+    data = b"ACME B-ORG NNP\nships O VBZ\n"
     config = ConllConfig(entity_types=("ORG",), tag_column=1)
-    assert parse(data, config) == ([(["EU", "rejects"], ["B-ORG", "O"])], [])
+    assert parse(data, config) == ([(["ACME", "ships"], ["B-ORG", "O"])], [])
     config = ConllConfig(entity_types=("ORG",), tag_column=-2)
-    assert parse(data, config) == ([(["EU", "rejects"], ["B-ORG", "O"])], [])
+    assert parse(data, config) == ([(["ACME", "ships"], ["B-ORG", "O"])], [])
 
 
 def test_docstart_is_skipped_and_ends_a_sentence():
-    data = b"-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\n-DOCSTART- -X- -X- O\nPeter NNP B-NP B-PER\n\n"
+    data = b"-DOCSTART- -X- -X- O\n\nACME NNP B-NP B-ORG\n-DOCSTART- -X- -X- O\nAda NNP B-NP B-PER\n\n"
     sentences, bad = parse(data)
-    assert sentences == [(["EU"], ["B-ORG"]), (["Peter"], ["B-PER"])]
+    assert sentences == [(["ACME"], ["B-ORG"]), (["Ada"], ["B-PER"])]
     assert bad == []
 
 
 def test_iob1_is_normalised_to_iob2_per_sentence():
     # IOB1: I- starts an entity; B- only separates two adjacent entities of one type.
-    data = b"Peter\tI-PER\nBlackburn\tI-PER\nand\tO\nJohn\tI-PER\nPaul\tB-PER\n\nUK\tI-LOC\n"
+    data = b"Ada\tI-PER\nLovelace\tI-PER\nand\tO\nJohn\tI-PER\nPaul\tB-PER\n\nUK\tI-LOC\n"
     sentences, bad = parse(data)
     assert sentences == [
-        (["Peter", "Blackburn", "and", "John", "Paul"], ["B-PER", "I-PER", "O", "B-PER", "B-PER"]),
+        (["Ada", "Lovelace", "and", "John", "Paul"], ["B-PER", "I-PER", "O", "B-PER", "B-PER"]),
         (["UK"], ["B-LOC"]),  # A new sentence: I-LOC starts an entity however the last one ended.
     ]
     assert bad == []

@@ -75,11 +75,11 @@ def test_pipeline_writes_one_example_per_sentence_with_iob2_tags(tmp_path: Path)
     (base / "span-2").mkdir()
     # IOB1, tab-separated, DOCSTART, a whitespace-only break, no final newline.
     (base / "span-2" / "train_a.conll").write_bytes(
-        b"-DOCSTART-\tO\n\nPeter\tI-PER\nBlackburn\tI-PER\nvisited\tO\nZ\xc3\xbcrich\tI-LOC\n\t\n"
-        b"EU\tI-ORG\nrejects\tO"
+        b"-DOCSTART-\tO\n\nAda\tI-PER\nLovelace\tI-PER\nvisited\tO\nZ\xc3\xbcrich\tI-LOC\n\t\n"
+        b"ACME\tI-ORG\nships\tO"
     )
     # Space-separated CoNLL-2003 columns, IOB2, the tag in the last column.
-    (base / "span-2" / "train_b.conll").write_text("German JJ B-NP B-MISC\ncall NN I-NP O\n\n")
+    (base / "span-2" / "train_b.conll").write_text("Nordic JJ B-NP B-MISC\nkettle NN I-NP O\n\n")
     (base / "span-2" / "eval.conll").write_text("Paris NNP B-NP B-LOC\nSaint NNP I-NP B-PER\n")
 
     store = _run(tmp_path, ConllExampleGen(str(base), TRAIN_EVAL, entity_types=CONLL03_TYPES))
@@ -92,9 +92,9 @@ def test_pipeline_writes_one_example_per_sentence_with_iob2_tags(tmp_path: Path)
     assert examples.properties["split_names"].string_value == '["train", "eval"]'
     train = sorted(_read_split(examples.uri, "train"), key=lambda row: row["tokens"])
     assert train == [
-        {"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]},
-        {"tokens": ["German", "call"], "tags": ["B-MISC", "O"]},
-        {"tokens": ["Peter", "Blackburn", "visited", "Zürich"], "tags": ["B-PER", "I-PER", "O", "B-LOC"]},
+        {"tokens": ["ACME", "ships"], "tags": ["B-ORG", "O"]},
+        {"tokens": ["Ada", "Lovelace", "visited", "Zürich"], "tags": ["B-PER", "I-PER", "O", "B-LOC"]},
+        {"tokens": ["Nordic", "kettle"], "tags": ["B-MISC", "O"]},
     ]
     assert _read_split(examples.uri, "eval") == [{"tokens": ["Paris", "Saint"], "tags": ["B-LOC", "B-PER"]}]
     assert os.path.getsize(os.path.join(examples.uri, "bad_lines.jsonl")) == 0
