@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pipeline_runs import printed_metrics, run_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -59,27 +59,6 @@ def _config(tmp: Path, name: str, data_dir: Path, scoring: str = "", training: s
     return path
 
 
-def _metrics(stdout: str) -> dict[str, float]:
-    """The metrics block `bertpipe run` prints: `  name   value` lines after its heading."""
-    block = stdout.split("evaluation metrics (eval split):", 1)[1].splitlines()[1:]
-    metrics = {}
-    for line in block:
-        match = re.match(r"  (\S.*?)\s+(-?\d+\.\d+)(\s|$)", line)
-        if not match:
-            break
-        metrics[match.group(1)] = float(match.group(2))
-    return metrics
-
-
-def _run(config: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", str(config)],
-        capture_output=True, text=True, cwd=REPO, timeout=900,
-    )
-    print(result.stdout[-3000:], result.stderr[-3000:])
-    return result
-
-
 def _versions(tmp: Path) -> list[str]:
     base = tmp / "serving" / "sst2"
     return sorted(p.name for p in base.iterdir()) if base.exists() else []
@@ -109,7 +88,8 @@ def _scoring(workspace: Path) -> str:
 
 @pytest.fixture(scope="module")
 def first_run(workspace):
-    return _run(_config(workspace, "sst2_test", workspace / "data", _scoring(workspace)))
+    return run_pipeline(_config(workspace, "sst2_test", workspace / "data", _scoring(workspace)),
+                        timeout=900)
 
 
 def test_first_run_trains_evaluates_and_pushes(workspace, first_run):
@@ -125,7 +105,7 @@ def test_first_run_trains_evaluates_and_pushes(workspace, first_run):
 
 def test_fine_tuning_learns(first_run):
     """An untrained head scores about 0.42 here: the floor fails any model that did not learn."""
-    metrics = _metrics(first_run.stdout)
+    metrics = printed_metrics(first_run.stdout)
     assert metrics["sparse_categorical_accuracy"] >= MIN_ACCURACY, metrics
     assert metrics["auc (class 1)"] >= MIN_AUC, metrics
 
@@ -241,7 +221,8 @@ def test_pushed_graph_uses_only_core_tensorflow_and_serving_text_ops(workspace, 
 def test_unchanged_rerun_reuses_the_cache_and_pushes_nothing(workspace, first_run):
     assert first_run.returncode == 0
     before = _versions(workspace)
-    second = _run(_config(workspace, "sst2_test", workspace / "data", _scoring(workspace)))
+    second = run_pipeline(_config(workspace, "sst2_test", workspace / "data", _scoring(workspace)),
+                        timeout=900)
     assert second.returncode == 0, second.stderr
     cached = second.stdout.split("re-used from cache:")[1].splitlines()[0]
     for node in ("CsvExampleGen", "StatisticsGen", "StrictExampleValidator", "Transform",
@@ -261,7 +242,7 @@ def test_candidate_worse_than_the_blessed_baseline_alone_is_not_pushed(workspace
     # is the same network untrained (about 0.42 accuracy against the baseline's 0.8).
     config = _config(workspace, "sst2_test", workspace / "data", training="max_steps: 0",
                      min_accuracy=0.0, baseline_tolerance=0.0)
-    result = _run(config)
+    result = run_pipeline(config, timeout=900)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "NOT PUSHED: the candidate was not blessed by the Evaluator" in out
@@ -270,7 +251,7 @@ def test_candidate_worse_than_the_blessed_baseline_alone_is_not_pushed(workspace
     assert len(reasons) == 1, reasons
     assert reasons[0].startswith("- sparse_categorical_accuracy: change vs the blessed baseline -")
     assert "below the required" not in out
-    assert _metrics(out)["sparse_categorical_accuracy"] < MIN_ACCURACY
+    assert printed_metrics(out)["sparse_categorical_accuracy"] < MIN_ACCURACY
     assert _versions(workspace) == before
 
 
@@ -282,7 +263,7 @@ def test_candidate_below_thresholds_or_baseline_is_not_pushed(workspace, first_r
     # baseline by 50 points.
     config = _config(workspace, "sst2_test", workspace / "data", training="max_steps: 2",
                      min_accuracy=0.99, baseline_tolerance=-0.5)
-    third = _run(config)
+    third = run_pipeline(config, timeout=900)
     assert third.returncode == 0, third.stderr
     out = third.stdout
     assert "NOT PUSHED: the candidate was not blessed by the Evaluator" in out
@@ -301,7 +282,7 @@ def test_bad_rows_stop_the_pipeline_at_example_validator(tmp_path):
         writer.writerow(["", 1])  # empty text
         writer.writerow(["a film with no label", ""])
         writer.writerow(["a label outside the classes", 7])
-    result = _run(_config(tmp_path, "sst2_bad", data))
+    result = run_pipeline(_config(tmp_path, "sst2_bad", data), timeout=900)
     assert result.returncode == 1
     error = result.stderr
     assert "stopped: DataValidationError" in error
@@ -350,7 +331,7 @@ def test_fine_tuning_starts_from_the_newest_encoder_checkpoint(workspace, tmp_pa
     expected = _encoder_versions(encoders)
     config = _config(tmp_path, "warm_start", workspace / "data", training="max_steps: 0",
                      checkpoint=str(encoders))
-    result = _run(config)
+    result = run_pipeline(config, timeout=900)
     assert result.returncode == 0, result.stderr
     (pushed,) = [p for p in (tmp_path / "serving/sst2").iterdir() if p.name.isdigit()]
     script = textwrap.dedent("""

@@ -8,13 +8,13 @@ model is then loaded in a process that imports only TensorFlow and tensorflow-te
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from pipeline_runs import printed_metrics, run_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -49,24 +49,6 @@ def _config(tmp: Path, name: str, data: Path, training: str, **evaluation) -> Pa
     return path
 
 
-def _run(config: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(config)],
-                            capture_output=True, text=True, cwd=REPO, timeout=1500)
-    print(result.stdout[-3000:], result.stderr[-3000:])
-    return result
-
-
-def _metrics(stdout: str) -> dict[str, float]:
-    block = stdout.split("evaluation metrics (eval split):", 1)[1].splitlines()[1:]
-    metrics = {}
-    for line in block:
-        match = re.match(r"  (\S.*?)\s+(-?\d+\.\d+)(\s|$)", line)
-        if not match:
-            break
-        metrics[match.group(1)] = float(match.group(2))
-    return metrics
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("ner")
@@ -79,7 +61,8 @@ def workspace(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def first_run(workspace):
-    return _run(_config(workspace, "ner_test", workspace / "data", "epochs: 3"))
+    return run_pipeline(_config(workspace, "ner_test", workspace / "data", "epochs: 3"),
+                        timeout=1500)
 
 
 def _pushed(workspace: Path) -> list[Path]:
@@ -92,7 +75,7 @@ def test_ner_pipeline_trains_evaluates_and_pushes(workspace, first_run):
     (version,) = _pushed(workspace)
     assert f"PUSHED model 'ner' version {version.name}" in first_run.stdout
     assert "blessed: yes" in first_run.stdout
-    metrics = _metrics(first_run.stdout)
+    metrics = printed_metrics(first_run.stdout)
     assert {"precision", "recall", "f1", "f1 (person)"} <= set(metrics)
     # The model learned: an untrained head finds no entity of the right type and span here.
     assert metrics["f1"] >= MIN_F1, metrics
@@ -194,7 +177,7 @@ def test_evaluator_metrics_are_the_pushed_models_from_examples_predictions(works
         predicted += [[t.decode() for t in row[:len(s)]]
                       for row, s in zip(labels, words[start:start + 64], strict=True)]
     scores = entity_scores(gold, predicted)
-    metrics = _metrics(first_run.stdout)
+    metrics = printed_metrics(first_run.stdout)
     assert metrics["f1"] == pytest.approx(scores["f1"], abs=5e-5)
     assert metrics["precision"] == pytest.approx(scores["precision"], abs=5e-5)
 
@@ -202,7 +185,8 @@ def test_evaluator_metrics_are_the_pushed_models_from_examples_predictions(works
 def test_ner_candidate_worse_than_the_blessed_baseline_is_not_pushed(workspace, first_run):
     assert first_run.returncode == 0
     before = _pushed(workspace)
-    result = _run(_config(workspace, "ner_test", workspace / "data", "max_steps: 0"))
+    result = run_pipeline(_config(workspace, "ner_test", workspace / "data", "max_steps: 0"),
+                          timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "NOT PUSHED: the candidate was not blessed by the Evaluator" in result.stdout
     assert "f1: change vs the blessed baseline -" in result.stdout
@@ -215,7 +199,7 @@ def test_malformed_conll_line_stops_the_run_naming_file_and_line(tmp_path):
     data.mkdir()
     (data / "train.conll").write_text("Paris\tB-location\nis\tO\n\nBob\tB-animal\n\n")
     (data / "eval.conll").write_text("Paris\tB-location\n\n")
-    result = _run(_config(tmp_path, "ner_bad", data, "max_steps: 1"))
+    result = run_pipeline(_config(tmp_path, "ner_bad", data, "max_steps: 1"), timeout=1500)
     assert result.returncode == 1
     assert "ConllFormatError" in result.stderr
     assert f"{data / 'train.conll'}:4: entity type 'animal'" in result.stderr

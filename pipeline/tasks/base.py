@@ -6,6 +6,7 @@ imported inside the methods that build components, never at module level.
 
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar
 
 from pipeline.config import FinetuneConfig
@@ -27,7 +28,7 @@ def get_task(config_or_name: FinetuneConfig | str) -> Task:
     return TASKS[name]()
 
 
-class Task:
+class Task(abc.ABC):
     """One fine-tuning task. Subclasses set the class attributes and implement the methods."""
 
     name: ClassVar[str]
@@ -35,18 +36,19 @@ class Task:
     # Dotted module with `preprocessing_fn` (Transform) and `run_fn` (Trainer).
     module: ClassVar[str]
 
+    @abc.abstractmethod
     def example_gen(self, config: FinetuneConfig):
         """The TFX component that ingests the task's labelled data into train/eval splits."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def schema(self, config: FinetuneConfig):
         """The tensorflow_metadata `Schema` proto ExampleValidator checks the data against."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def module_config(self, config: FinetuneConfig) -> dict[str, Any]:
         """Task-specific entries of the Transform/Trainer `custom_config`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def evaluator(self, config: FinetuneConfig, examples, model, baseline_model):
         """The component that evaluates the candidate and blesses it (or not).
 
@@ -54,12 +56,11 @@ class Task:
         with TFX's `blessed` custom property), so the pusher and the latest-blessed resolver
         work for every task.
         """
-        raise NotImplementedError
 
     def extra_components(self, config: FinetuneConfig, trainer, evaluator) -> list:
         """Optional components after evaluation (e.g. bulk scoring)."""
         return []
 
+    @abc.abstractmethod
     def read_evaluation(self, evaluation_uri: str) -> tuple[dict, dict, list[str]]:
         """(candidate metrics, baseline metrics, reasons it was not blessed) for the report."""
-        raise NotImplementedError
