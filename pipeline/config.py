@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from typing import Annotated, Any, Literal
@@ -57,6 +58,11 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=False)
 
 
+# Vertex AI / Kubeflow Pipelines accept only these pipeline names; checked for every config
+# so a pipeline that runs locally also compiles for Vertex.
+PIPELINE_NAME_PATTERN = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
+
+
 class PipelineSection(Section):
     name: Str
     root: Str  # pipeline root: artifacts, and metadata.sqlite unless metadata_path is set
@@ -64,6 +70,32 @@ class PipelineSection(Section):
     enable_cache: Bool = True
     # Apache Beam options for every Beam-based component, e.g. ["--direct_num_workers=2"].
     beam_args: list[Str] = Field(default_factory=list)
+    # When a scheduler runs it (`bertpipe compile --target airflow`): a cron expression
+    # ("0 3 * * *") or a preset ("@daily", "@hourly"...); None: only when triggered.
+    schedule: Str | None = None
+
+
+class IngestionSection(Section):
+    """What every task's `data:` section shares: spans, and how bad rows are handled."""
+
+    input_dir: Str
+    # Input patterns may hold TFX's {SPAN} (and {VERSION}): a run ingests the newest span and
+    # trains on the newest `rolling_spans` spans ingested so far (TFX's rolling range).
+    rolling_spans: Int = 1
+    # Bad rows (undecodable, too large, wrong columns, unknown labels...) are quarantined; the
+    # run stops before training only when their share of the rows read is above this.
+    max_bad_fraction: Float = 0.0
+    max_field_bytes: Int = 100_000  # a longer field (or record) is a bad row
+
+    def check_ingestion(self, patterns: list[str], fail) -> None:
+        if self.rolling_spans < 1:
+            fail("data.rolling_spans", "must be 1 or more")
+        if self.rolling_spans > 1 and not any("{SPAN}" in p for p in patterns):
+            fail("data.rolling_spans", "needs {SPAN} in the data's input patterns")
+        if not 0.0 <= self.max_bad_fraction < 1.0:
+            fail("data.max_bad_fraction", "must be in [0, 1)")
+        if self.max_field_bytes < 1:
+            fail("data.max_field_bytes", "must be positive")
 
 
 class ModelSection(Section):
@@ -73,6 +105,9 @@ class ModelSection(Section):
     dropout: Float = 0.1
     lower_case: Bool | None = None  # None: what the checkpoint says
     pooling: Literal["cls", "mean"] = "cls"  # sentence vector: [CLS] pooler or masked mean
+    # Where fine-tuning starts: `checkpoint`, or the weights of this pipeline's latest blessed
+    # model (from ML Metadata), falling back to `checkpoint` until one exists.
+    warm_start: Literal["checkpoint", "latest_blessed"] = "checkpoint"
 
 
 class TrainingSection(Section):
@@ -100,6 +135,13 @@ class ScoringSection(Section):
     pattern: Str = "*.csv"  # files with the input column(s), under input_dir
 
 
+def check_pipeline_name(name: str, fail) -> None:
+    if not re.fullmatch(PIPELINE_NAME_PATTERN, name):
+        fail("pipeline.name",
+             f"{name!r} must be lower-case letters, digits and '-' (not at either end), "
+             f"as Vertex AI Pipelines requires, e.g. {re.sub('[^a-z0-9-]+', '-', name.lower()).strip('-')!r}")
+
+
 class FinetuneConfig(Section):
     """What every fine-tuning task shares; each task subclasses it with `data`/`evaluation`."""
 
@@ -121,6 +163,7 @@ class FinetuneConfig(Section):
 
     def check(self, fail) -> None:
         """Checks across keys; a task adds its own (call super)."""
+        check_pipeline_name(self.pipeline.name, fail)
         if not 3 <= self.model.max_seq_length <= 512:
             fail("model.max_seq_length", "must be between 3 and 512")
         if self.training.batch_size < 1:
@@ -197,6 +240,7 @@ class PretrainConfig(Section):
         return self.pipeline.metadata_path or os.path.join(self.pipeline.root, "metadata.sqlite")
 
     def check(self, fail) -> None:
+        check_pipeline_name(self.pipeline.name, fail)
         examples, training = self.examples, self.training
         if not 8 <= examples.max_seq_length <= 512:
             fail("examples.max_seq_length", "must be between 8 and 512")

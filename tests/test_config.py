@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -165,7 +166,7 @@ def test_task_picks_its_own_sections(tmp_path):
          "token_classification, got 'ner'"),
         # Each task has its own sections: classification's keys are unknown here.
         (("entity_types: [PER, LOC]", "entity_types: [PER, LOC], classes: [a, b]"),
-         "unknown key 'data.classes' (known at data: input_dir, entity_types"),
+         "unknown key 'data.classes' (known at data: input_dir, rolling_spans, max_bad_fraction, max_field_bytes, entity_types"),
         (("min_f1: 0.5", "min_accuracy: 0.5"), "unknown key 'evaluation.min_accuracy'"),
         (("min_f1: 0.5", "min_f1: 2"), "evaluation.min_f1: must be in [0, 1]"),
         (("entity_types: [PER, LOC]", "entity_types: [PER, PER]"),
@@ -231,3 +232,39 @@ def test_bad_question_answering_config_is_one_line_naming_the_key(tmp_path, chan
         load_config(path)
     text = str(error.value)
     assert message in text and text.startswith(path) and "\n" not in text
+
+
+@pytest.mark.parametrize("name", ["sst2_demo", "SST2", "-demo", "demo-", "a b"])
+def test_pipeline_name_must_suit_vertex(tmp_path, name):
+    path = write(tmp_path, VALID.replace("name: demo, root", f"name: '{name}', root"))
+    with pytest.raises(ConfigError, match=r"pipeline\.name: .* lower-case letters, digits and '-'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ("rolling_spans: 2", "data.rolling_spans: needs {SPAN}"),
+        ("rolling_spans: 0", "data.rolling_spans: must be 1 or more"),
+        ("max_bad_fraction: 1.5", "data.max_bad_fraction: must be in [0, 1)"),
+        ("max_field_bytes: 0", "data.max_field_bytes: must be positive"),
+    ],
+)
+def test_ingestion_settings_are_checked(tmp_path, data, message):
+    path = write(tmp_path, VALID.replace("classes: [neg, pos]}", f"classes: [neg, pos], {data}}}"))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path)
+
+
+def test_scheduled_settings(tmp_path):
+    text = VALID.replace("classes: [neg, pos]}",
+                         "classes: [neg, pos], rolling_spans: 2, max_bad_fraction: 0.001, "
+                         "splits: {train: 'span-{SPAN}/train/*.csv', eval: 'span-{SPAN}/eval/*.csv'}}")
+    text = text.replace("max_seq_length: 32}", "max_seq_length: 32, warm_start: latest_blessed}")
+    text = text.replace("root: build/demo}", "root: build/demo, schedule: '@daily'}")
+    config = load_config(write(tmp_path, text))
+    assert (config.data.rolling_spans, config.data.max_bad_fraction) == (2, 0.001)
+    assert config.model.warm_start == "latest_blessed"
+    assert config.pipeline.schedule == "@daily"
+    with pytest.raises(ConfigError, match="model.warm_start: expected 'checkpoint' or 'latest_blessed'"):
+        load_config(write(tmp_path, text.replace("warm_start: latest_blessed", "warm_start: newest")))

@@ -48,7 +48,7 @@ def _config(tmp: Path, name: str, data_dir: Path, scoring: str = "", training: s
     path = tmp / f"{name}.yaml"
     path.write_text(textwrap.dedent(f"""
         kind: finetune
-        pipeline: {{name: {name}, root: root/{name}}}
+        pipeline: {{name: {name.replace('_', '-')}, root: root/{name}}}
         data: {{input_dir: {data_dir}, classes: [negative, positive]}}
         model: {{checkpoint: "{checkpoint}", max_seq_length: 32, pooling: mean}}
         training: {{batch_size: 16, {training}, learning_rate: 1.0e-4, eval_batch_size: 64,

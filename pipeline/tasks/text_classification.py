@@ -13,12 +13,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipeline.config import FinetuneConfig, Float, Section, Str
+from pipeline.config import FinetuneConfig, Float, IngestionSection, Section, Str
 from pipeline.tasks.base import Task, register_task
 
 
-class ClassificationData(Section):
-    input_dir: Str
+class ClassificationData(IngestionSection):
     classes: list[Str]  # class names; the label column holds their index
     splits: dict[Str, Str] = Field(
         default_factory=lambda: {"train": "train/*.csv", "eval": "eval/*.csv"})
@@ -40,6 +39,7 @@ class TextClassificationConfig(FinetuneConfig):
     evaluation: ClassificationEvaluation = Field(default_factory=ClassificationEvaluation)
 
     def check(self, fail) -> None:
+        self.data.check_ingestion(list(self.data.splits.values()), fail)
         if len(self.data.classes) < 2:
             fail("data.classes", "needs at least two class names")
         if len(set(self.data.classes)) != len(self.data.classes):

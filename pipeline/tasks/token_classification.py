@@ -15,13 +15,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from pipeline.config import FinetuneConfig, Float, Int, Section, Str
+from pipeline.config import FinetuneConfig, Float, IngestionSection, Int, Section, Str
 from pipeline.tasks.base import Task, register_task
 from pipeline.tasks.iob import tag_names
 
 
-class TokenClassificationData(Section):
-    input_dir: Str
+class TokenClassificationData(IngestionSection):
     entity_types: list[Str]  # e.g. [PER, ORG, LOC, MISC]; tags are O, B-TYPE, I-TYPE
     splits: dict[Str, Str] = Field(
         default_factory=lambda: {"train": "train/*.conll", "eval": "eval/*.conll"})
@@ -43,6 +42,7 @@ class TokenClassificationConfig(FinetuneConfig):
         default_factory=TokenClassificationEvaluation)
 
     def check(self, fail) -> None:
+        self.data.check_ingestion(list(self.data.splits.values()), fail)
         types = self.data.entity_types
         if not types:
             fail("data.entity_types", "needs at least one entity type")
