@@ -133,14 +133,15 @@ def _pushed_model(store, pipeline_name: str):
     return props["pushed_version"].string_value, props["pushed_destination"].string_value
 
 
-def summarize_pretraining(pipeline_name: str, metadata_path: str) -> str:
-    """Where the encoder checkpoint went, and its metrics before and after pretraining."""
+def summarize_pretraining(pipeline_name: str, metadata_path: str) -> tuple[str, bool]:
+    """(the report: where the encoder checkpoint went, its metrics before and after
+    pretraining; whether it was pushed)."""
     import json
     import os
 
     pushed = _pushed_model(_store(metadata_path), pipeline_name)
     if pushed is None:
-        return "NOT PUSHED: no encoder checkpoint was pushed"
+        return "NOT PUSHED: no encoder checkpoint was pushed", False
     version, destination = pushed
     with open(os.path.join(destination, "pretraining_metrics.json"), encoding="utf-8") as f:
         metrics = json.load(f)
@@ -155,4 +156,4 @@ def summarize_pretraining(pipeline_name: str, metadata_path: str) -> str:
         if before is not None and after is not None:
             lines.append(f"  {label:<24} before {before:.4f}   after {after:.4f}")
     lines.append(f"fine-tune from it with model.checkpoint: {os.path.dirname(destination)}")
-    return "\n".join(lines)
+    return "\n".join(lines), True

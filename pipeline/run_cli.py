@@ -1,4 +1,8 @@
-"""`bertpipe run CONFIG.yaml`: validate a config, run its pipeline locally, report."""
+"""`bertpipe run CONFIG.yaml`: validate a config, run its pipeline locally, report.
+
+The exit code says what happened (`pipeline.exit_codes`): 0 pushed or unchanged, 3 ran but
+not blessed, 1 failed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import sys
 import time
 import warnings
 
+from pipeline import exit_codes
 from pipeline.config import ConfigError, load_config
 
 
@@ -35,7 +40,7 @@ def main(argv: list[str]) -> int:
         config = load_config(args.config)
     except ConfigError as error:
         print(f"bertpipe: {error}", file=sys.stderr)
-        return 2
+        return exit_codes.FAILED
     if args.check:
         print(f"{args.config}: valid {config.kind} config for pipeline {config.pipeline.name!r}")
         return 0
@@ -44,25 +49,26 @@ def main(argv: list[str]) -> int:
     started = time.time()
     print(f"bertpipe: running pipeline {config.pipeline.name!r} (root {config.pipeline.root})",
           flush=True)
-    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-
     if config.kind == "pretrain":
         from pipeline.pretrain import create_pipeline
     else:
         from pipeline.finetune import create_pipeline
     from pipeline.report import summarize_pretraining, summarize_run
+    from pipeline.runners.local import run_locally
 
     enable_cache = False if args.no_cache else None
     try:
-        LocalDagRunner().run(create_pipeline(config, enable_cache=enable_cache))
+        run_locally(create_pipeline(config, enable_cache=enable_cache))
     except Exception as error:  # the component's own error says what went wrong
         print(f"bertpipe: pipeline {config.pipeline.name!r} stopped: "
               f"{type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     if config.kind == "pretrain":
-        print(summarize_pretraining(config.pipeline.name, config.metadata_path))
+        report, pushed = summarize_pretraining(config.pipeline.name, config.metadata_path)
+        print(report)
     else:
         summary = summarize_run(config)
         print(summary.render(config.serving.model_name))
+        pushed = summary.pushed
     print(f"finished in {time.time() - started:.0f} s")
-    return 0
+    return exit_codes.PUSHED_OR_UNCHANGED if pushed else exit_codes.NOT_BLESSED

@@ -85,7 +85,7 @@ def test_cli_rejects_bad_config_before_anything_starts(tmp_path):
         [sys.executable, "-m", "pipeline.cli", "run", path],
         capture_output=True, text=True, cwd=REPO, timeout=60,
     )
-    assert result.returncode == 2
+    assert result.returncode == 1  # pipeline.exit_codes.FAILED
     assert result.stderr.strip() == (
         f"bertpipe: {path}: training.batch_size: expected an integer, got [1]"
     )

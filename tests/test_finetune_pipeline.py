@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from pipeline_runs import printed_metrics, run_pipeline
 
+from pipeline import exit_codes
+
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
@@ -243,7 +245,7 @@ def test_candidate_worse_than_the_blessed_baseline_alone_is_not_pushed(workspace
     config = _config(workspace, "sst2_test", workspace / "data", training="max_steps: 0",
                      min_accuracy=0.0, baseline_tolerance=0.0)
     result = run_pipeline(config, timeout=900)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == exit_codes.NOT_BLESSED, result.stderr
     out = result.stdout
     assert "NOT PUSHED: the candidate was not blessed by the Evaluator" in out
     reasons = out.split("NOT PUSHED: the candidate was not blessed by the Evaluator:")[1]
@@ -264,7 +266,7 @@ def test_candidate_below_thresholds_or_baseline_is_not_pushed(workspace, first_r
     config = _config(workspace, "sst2_test", workspace / "data", training="max_steps: 2",
                      min_accuracy=0.99, baseline_tolerance=-0.5)
     third = run_pipeline(config, timeout=900)
-    assert third.returncode == 0, third.stderr
+    assert third.returncode == exit_codes.NOT_BLESSED, third.stderr
     out = third.stdout
     assert "NOT PUSHED: the candidate was not blessed by the Evaluator" in out
     assert "sparse_categorical_accuracy: " in out and "below the required 0.9900" in out

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from pipeline_runs import printed_metrics, run_pipeline
 
+from pipeline import exit_codes
+
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
@@ -187,7 +189,7 @@ def test_ner_candidate_worse_than_the_blessed_baseline_is_not_pushed(workspace, 
     before = _pushed(workspace)
     result = run_pipeline(_config(workspace, "ner_test", workspace / "data", "max_steps: 0"),
                           timeout=1500)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == exit_codes.NOT_BLESSED, result.stderr[-3000:]
     assert "NOT PUSHED: the candidate was not blessed by the Evaluator" in result.stdout
     assert "f1: change vs the blessed baseline -" in result.stdout
     assert "(blessed baseline: " in result.stdout
