@@ -203,7 +203,9 @@ def test_malformed_conll_line_stops_the_run_naming_file_and_line(tmp_path):
     (data / "eval.conll").write_text("Paris\tB-location\n\n")
     result = run_pipeline(_config(tmp_path, "ner_bad", data, "max_steps: 1"), timeout=1500)
     assert result.returncode == 1
-    assert "ConllFormatError" in result.stderr
+    assert "TooManyBadRowsError" in result.stderr
+    assert "1 of 3 rows read (33.3333%) were quarantined" in result.stderr
+    assert f"{tmp_path / 'root/ner_bad/ConllExampleGen/quarantine'}/" in result.stderr
     assert f"{data / 'train.conll'}:4: entity type 'animal'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "serving").exists()

@@ -9,6 +9,7 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2, range_config_pb2
 
+from components import quarantine
 from components.conll_example_gen import conll, executor
 
 
@@ -22,9 +23,12 @@ class ConllExampleGen(FileBasedExampleGen):
     unless `partition_feature_name` says otherwise), GZIP TFRecords in
     `Split-<name>/`, and the `span`, `version` and `input_fingerprint` properties.
 
-    A malformed line (see `conll`) fails the run with `conll.ConllFormatError`, naming
-    `path:line: reason` for the first 10 and the total; all are written to
-    `bad_lines.jsonl` in the output artifact first.
+    A malformed line (see `conll`) quarantines its sentence (see `components.quarantine`):
+    the other sentences go on, the Examples artifact gets `rows_read`, `rows_kept`,
+    `rows_quarantined` (sentences) and `quarantine_file`, and the run stops with
+    `quarantine.TooManyBadRowsError`, naming the quarantine file and the first bad lines as
+    `path:line: reason`, only if the quarantined share of the sentences read is above
+    `max_bad_fraction` (default 0.0: any bad line stops it).
 
     Example:
         example_gen = ConllExampleGen(
@@ -34,6 +38,7 @@ class ConllExampleGen(FileBasedExampleGen):
                 example_gen_pb2.Input.Split(name="eval", pattern="eval.conll"),
             ]),
             entity_types=["person", "location", "group", "creative-work", "corporation", "product"],
+            max_bad_fraction=0.001,
         )
         example_gen.outputs["examples"]
     """
@@ -48,6 +53,8 @@ class ConllExampleGen(FileBasedExampleGen):
         tag_column: int = -1,
         tokens_feature: str = "tokens",
         tags_feature: str = "tags",
+        max_bad_fraction: float = quarantine.DEFAULT_MAX_BAD_FRACTION,
+        max_field_bytes: int = quarantine.DEFAULT_MAX_FIELD_BYTES,
         range_config: range_config_pb2.RangeConfig | None = None,
     ):
         """Constructs a ConllExampleGen.
@@ -64,6 +71,9 @@ class ConllExampleGen(FileBasedExampleGen):
             tag_column: the column holding the tag (0 is the token; negative counts from
                 the end, so the default -1 is the last column).
             tokens_feature, tags_feature: names of the output features.
+            max_bad_fraction: the run fails when quarantined sentences / sentences read is
+                above this (0.0: any bad line fails it).
+            max_field_bytes: a line longer than this is a bad line.
             range_config: TFX `range_config_pb2.RangeConfig` limiting the spans used.
         """
         # Validated here, when the pipeline is defined, rather than in the executor.
@@ -73,12 +83,13 @@ class ConllExampleGen(FileBasedExampleGen):
             tokens_feature=tokens_feature,
             tags_feature=tags_feature,
         )
+        limits = quarantine.QuarantineSettings(max_bad_fraction, max_field_bytes)
         input_config = input_config or example_gen_utils.make_default_input_config()
         super().__init__(
             input_base=input_base,
             input_config=input_config,
             output_config=output_config,
-            custom_config=executor.make_custom_config(config),
+            custom_config=quarantine.make_custom_config({**config.to_dict(), **limits.to_dict()}),
             range_config=range_config,
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,

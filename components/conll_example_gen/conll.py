@@ -1,4 +1,4 @@
-"""CoNLL-style token/tag files -> sentences of tokens and IOB2 tags, plus the bad lines.
+"""CoNLL-style token/tag files -> sentences of tokens and IOB2 tags, and the bad sentences.
 
 This is the data logic of `ConllExampleGen`, free of TFX, Beam and TensorFlow so it can be
 imported and tested in a second (the executor opens the files and builds the tf.Examples).
@@ -15,28 +15,39 @@ Format
     IOB1 (I- starts an entity unless it continues one of its type) and IOB2 are both
     accepted; each sentence is normalised to IOB2 (`pipeline.tasks.iob.to_iob2`).
 
-Bad lines are data, not crashes: a line that cannot be read (undecodable UTF-8, a column
-count different from the file's first token line, no tag column, an empty token, a tag
-that is not an IOB tag or whose type is not configured) becomes a `BadLine` (file, 1-based
-line, reason, raw bytes), and the sentence containing it is dropped. Reading goes on, so
-every bad line of a file is found in one pass. `ConllFormatError` summarises them.
+Bad lines are data, not crashes: a line that cannot be read (not UTF-8, longer than
+`max_field_bytes`, a column count different from the file's first token line, no tag
+column, an empty token, a tag that is not an IOB tag or whose type is not configured) spoils
+its sentence, which is quarantined whole as one `quarantine.QuarantinedRow`: `line` is its
+first bad line, `reason` says why (and names any further bad line of the sentence), `raw`
+holds all the sentence's lines (LF-separated). Reading goes on, so every bad sentence of a
+file is found in one pass; a row, for counting and for `max_bad_fraction`, is a sentence.
+
+Example:
+    config = ConllConfig(entity_types=("PER", "ORG", "LOC", "MISC"))
+    with open("train.conll", "rb") as stream:
+        for item in parse_conll(stream, "train.conll", config):
+            ...  # a Sentence, or a quarantine.QuarantinedRow
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Iterator
+from typing import Any, BinaryIO, NamedTuple
 
+from components.quarantine import (
+    DEFAULT_MAX_FIELD_BYTES,
+    BadRowsError,
+    CappedLines,
+    QuarantinedRow,
+    split_rows,
+    utf8_problem,
+)
 from pipeline.tasks import iob
 
 DOCSTART = "-DOCSTART-"
-
-# Shown in ConllFormatError; the full list is in the bad-lines file.
-MAX_REPORTED_BAD_LINES = 10
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 # ASCII whitespace only: a token such as U+00A0 (no-break space) is data, not padding.
@@ -120,57 +131,11 @@ class Sentence(NamedTuple):
     tags: list[str]
 
 
-class BadLine(NamedTuple):
-    """A line that could not be read; its sentence was dropped."""
+class ConllFormatError(BadRowsError):
+    """Bad sentences found by a tool reading CoNLL files directly (`read_conll`); the
+    example gen quarantines them instead (see `components.quarantine`)."""
 
-    file: str
-    line: int  # 1-based
-    reason: str  # one line of text, no newline
-    raw: bytes  # the line as read, line ending excluded
-
-    def describe(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
-
-    def to_json(self) -> str:
-        """One JSON line. `raw_base64` is the exact bytes (a later quarantine step can write
-        the line back as it was); `text` is the same line readable, invalid bytes escaped."""
-        return json.dumps(
-            {
-                "file": self.file,
-                "line": self.line,
-                "reason": self.reason,
-                "text": self.raw.decode("utf-8", errors="backslashreplace"),
-                "raw_base64": base64.b64encode(self.raw).decode("ascii"),
-            },
-            ensure_ascii=False,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> BadLine:
-        record = json.loads(text)
-        return cls(record["file"], int(record["line"]), record["reason"], base64.b64decode(record["raw_base64"]))
-
-
-class ConllFormatError(ValueError):
-    """The input has malformed lines. The message's first line is a one-line summary (also
-    `summary`); the next lines are the first bad lines, `path:line: reason`, one a line."""
-
-    def __init__(self, bad_lines: Sequence[BadLine], total: int | None = None):
-        self.bad_lines = list(bad_lines)[:MAX_REPORTED_BAD_LINES]
-        self.total = len(bad_lines) if total is None else total
-        shown = len(self.bad_lines)
-        self.summary = (
-            f"{self.total} malformed line{'s' if self.total != 1 else ''} in the CoNLL input "
-            f"(their sentences dropped)" + (f"; the first {shown}:" if self.total > shown else ":")
-        )
-        lines = [self.summary] + [f"  {bad.describe()}" for bad in self.bad_lines]
-        if self.total > shown:
-            lines.append(f"  ... and {self.total - shown} more")
-        super().__init__("\n".join(lines))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Exceptions pickle their args by default, which are not our constructor's.
-        return (ConllFormatError, (self.bad_lines, self.total))
+    source = "the CoNLL input"
 
 
 def split_columns(text: str) -> list[str]:
@@ -182,34 +147,53 @@ def split_columns(text: str) -> list[str]:
 
 
 class _SentenceBuilder:
-    """The sentence being read, and whether a bad line has spoilt it."""
+    """The sentence being read: its tokens and tags, its raw lines, and its bad lines."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_raw_bytes: int) -> None:
+        self._max_raw = max_raw_bytes
         self._reset()
 
     def _reset(self) -> None:
         self.first_line = 0
         self.tokens: list[str] = []
         self.tags: list[str] = []
-        self.bad = False
+        self.raw = bytearray()
+        self.raw_size = 0
+        self.bad: list[tuple[int, str]] = []  # (line, reason)
 
-    def add(self, line: int, token: str, tag: str) -> None:
-        if not self.tokens and not self.bad:
-            self.first_line = line
+    def line(self, number: int, raw: bytes, size: int) -> None:
+        """Notes a token line (good or bad) of the sentence."""
+        if not self.first_line:
+            self.first_line = number
+        else:
+            self.raw_size += 1
+            if len(self.raw) < self._max_raw:
+                self.raw += b"\n"
+        self.raw_size += size
+        self.raw += raw[: max(0, self._max_raw - len(self.raw))]
+
+    def add(self, token: str, tag: str) -> None:
         self.tokens.append(token)
         self.tags.append(tag)
 
-    def spoil(self) -> None:
-        self.bad = True
+    def spoil(self, number: int, reason: str) -> None:
+        self.bad.append((number, reason))
 
-    def finish(self, file: str) -> Sentence | None:
-        """The sentence (IOB2), or None if it is empty or had a bad line; starts the next."""
-        sentence = None
-        if self.tokens and not self.bad:
+    def finish(self, file: str) -> Sentence | QuarantinedRow | None:
+        """The sentence (IOB2), its quarantined row if it had a bad line, or None if it was
+        empty; starts the next."""
+        result: Sentence | QuarantinedRow | None = None
+        if self.bad:
+            (line, reason), others = self.bad[0], self.bad[1:]
+            if others:
+                reason += "; also " + "; ".join(f"line {n}: {why}" for n, why in others)
+            result = QuarantinedRow(file, line, reason, bytes(self.raw[: self._max_raw]),
+                                    truncated=self.raw_size > self._max_raw)
+        elif self.tokens:
             # Every tag was checked on its line, so to_iob2 cannot fail here.
-            sentence = Sentence(file, self.first_line, self.tokens, iob.to_iob2(self.tags))
+            result = Sentence(file, self.first_line, self.tokens, iob.to_iob2(self.tags))
         self._reset()
-        return sentence
+        return result
 
 
 def _check_tag(tag: str, entity_types: tuple[str, ...]) -> str | None:
@@ -224,26 +208,29 @@ def _check_tag(tag: str, entity_types: tuple[str, ...]) -> str | None:
 
 
 def parse_conll(
-    lines: Iterable[bytes], file: str, config: ConllConfig, bad_lines: list[BadLine]
-) -> Iterator[Sentence]:
-    """Yields the sentences of one file, given as its lines (bytes, with or without their
-    line endings); appends a `BadLine` to `bad_lines` for every line that cannot be read.
+    stream: BinaryIO,
+    file: str,
+    config: ConllConfig,
+    max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+) -> Iterator[Sentence | QuarantinedRow]:
+    """Yields the sentences of one file (a binary stream), and a `QuarantinedRow` for each
+    sentence with a bad line, in file order. A line longer than `max_field_bytes` is a bad
+    line; no more than that is held in memory for one line (or one quarantined sentence).
 
     The column count of the file is that of its first token line that reads (so a broken
     first line does not make every later line wrong); every other token line must match it.
     """
-    sentence = _SentenceBuilder()
+    sentence = _SentenceBuilder(max_field_bytes)
     expected_columns: int | None = None
     reference_line = 0
-    for line_number, raw in enumerate(lines, start=1):
-        raw = raw.rstrip(b"\r\n")
+    for line_number, (raw, size) in enumerate(CappedLines(stream, max_field_bytes), start=1):
         if line_number == 1 and raw.startswith(_UTF8_BOM):
-            raw = raw[len(_UTF8_BOM) :]
-        try:
+            raw, size = raw[len(_UTF8_BOM) :], size - len(_UTF8_BOM)
+        reason: str | None = None
+        if size > max_field_bytes:
+            reason = f"line is {size} bytes, over data.max_field_bytes ({max_field_bytes})"
+        elif (reason := utf8_problem(raw)) is None:
             text = raw.decode("utf-8").rstrip(_TRAILING_WHITESPACE)
-        except UnicodeDecodeError as error:
-            reason: str | None = f"invalid UTF-8 at byte {error.start}"
-        else:
             columns = split_columns(text) if text else []
             if not columns or columns[0] == DOCSTART:
                 if (finished := sentence.finish(file)) is not None:
@@ -263,35 +250,19 @@ def parse_conll(
                     expected_columns, reference_line = len(columns), line_number
                 token, tag = columns[0], columns[config.tag_column]
                 reason = "empty token (column 0)" if not token else _check_tag(tag, config.entity_types)
+        sentence.line(line_number, raw, size)
         if reason is not None:
-            bad_lines.append(BadLine(file, line_number, reason, raw))
-            sentence.spoil()
-            continue
-        sentence.add(line_number, token, tag)
+            sentence.spoil(line_number, reason)
+        else:
+            sentence.add(token, tag)
     if (finished := sentence.finish(file)) is not None:
         yield finished
 
 
-def read_conll(path: str, config: ConllConfig) -> tuple[list[Sentence], list[BadLine]]:
-    """Reads a local file (for tools and tests; the executor opens files through Beam's
-    FileSystems, so it also reads gs:// and compressed files)."""
-    bad_lines: list[BadLine] = []
+def read_conll(
+    path: str, config: ConllConfig, max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES
+) -> tuple[list[Sentence], list[QuarantinedRow]]:
+    """Reads a local file: (sentences, quarantined sentences). For tools and tests; the
+    executor opens files through Beam's FileSystems, so it also reads gs:// and .gz files."""
     with open(path, "rb") as stream:
-        sentences = list(parse_conll(stream, path, config, bad_lines))
-    return sentences, bad_lines
-
-
-def write_bad_lines(bad_lines: Iterable[BadLine], stream: Any) -> int:
-    """Writes JSON lines, sorted by (file, line), to a binary stream; returns the count."""
-    count = 0
-    for bad in sorted(bad_lines):
-        stream.write((bad.to_json() + "\n").encode("utf-8"))
-        count += 1
-    return count
-
-
-def read_bad_lines(stream: Any) -> Iterator[BadLine]:
-    """Reads what `write_bad_lines` wrote from a binary stream."""
-    for line in iter(stream.readline, b""):
-        if line.strip():
-            yield BadLine.from_json(line.decode("utf-8"))
+        return split_rows(parse_conll(stream, path, config, max_field_bytes))

@@ -12,16 +12,18 @@ import sys
 import pytest
 
 from components.conll_example_gen import conll
-from components.conll_example_gen.conll import BadLine, ConllConfig, ConllFormatError
+from components.conll_example_gen.conll import ConllConfig, ConllFormatError
+from components.quarantine import QuarantinedRow, split_rows
 
 CONLL03 = ConllConfig(entity_types=("PER", "ORG", "LOC", "MISC"))
 
 
-def parse(data: bytes, config: ConllConfig = CONLL03) -> tuple[list[tuple[list, list]], list[BadLine]]:
-    """(tokens, tags) of each sentence, and the bad lines, of a file's bytes."""
-    bad_lines: list[BadLine] = []
-    sentences = conll.parse_conll(io.BytesIO(data), "in.conll", config, bad_lines)
-    return [(s.tokens, s.tags) for s in sentences], bad_lines
+def parse(
+    data: bytes, config: ConllConfig = CONLL03, max_field_bytes: int = 100_000
+) -> tuple[list[tuple[list, list]], list[QuarantinedRow]]:
+    """(tokens, tags) of each sentence, and the quarantined sentences, of a file's bytes."""
+    sentences, bad = split_rows(conll.parse_conll(io.BytesIO(data), "in.conll", config, max_field_bytes))
+    return [(s.tokens, s.tags) for s in sentences], bad
 
 
 def test_the_parser_does_not_import_tfx_beam_or_tensorflow():
@@ -103,9 +105,8 @@ def test_multibyte_tokens_are_decoded_per_line():
 
 
 def test_sentences_carry_file_and_first_line():
-    bad_lines: list[BadLine] = []
     data = io.BytesIO(b"-DOCSTART-\tO\n\nA\tO\n\n\nB\tO\nC\tO\n")
-    sentences = list(conll.parse_conll(data, "x.conll", CONLL03, bad_lines))
+    sentences = list(conll.parse_conll(data, "x.conll", CONLL03))
     assert [(s.file, s.line) for s in sentences] == [("x.conll", 3), ("x.conll", 6)]
 
 
@@ -119,14 +120,18 @@ def test_sentences_carry_file_and_first_line():
         (b"Bad\tPER", "not an IOB tag: 'PER' (expected O, B-TYPE or I-TYPE)"),
         (b"Bad\to", "not an IOB tag: 'o' (expected O, B-TYPE or I-TYPE)"),
         (b"\tO", "empty token (column 0)"),
-        (b"Bad\xff\xfe\tO", "invalid UTF-8 at byte 3"),
+        (b"Bad\xff\xfe\tO", "not UTF-8: byte 0xff at column 4"),
+        (b"B" * 101 + b"\tO", "line is 103 bytes, over data.max_field_bytes (100)"),
     ],
 )
-def test_each_bad_line_is_reported_with_its_line_and_drops_its_sentence(line: bytes, reason: str):
-    data = b"Good\tO\n\nFirst\tO\n" + line + b"\nLast\tO\n\nAfter\tB-PER\n"
-    sentences, bad = parse(data)
+def test_each_bad_line_quarantines_its_sentence_with_the_line_and_reason(line: bytes, reason: str):
+    data = b"Good\tO\n\nFirst\tO\n" + line + b"\r\nLast\tO\n\nAfter\tB-PER\n"
+    sentences, bad = parse(data, max_field_bytes=100)
     assert sentences == [(["Good"], ["O"]), (["After"], ["B-PER"])]  # "First ... Last" dropped.
-    assert bad == [BadLine("in.conll", 4, reason, line)]
+    # The row is the whole sentence: the bad line's number and reason, all its lines' bytes
+    # (the first max_field_bytes of them).
+    raw = b"First\tO\n" + line + b"\nLast\tO"
+    assert bad == [QuarantinedRow("in.conll", 4, reason, raw[:100], truncated=len(raw) > 100)]
     assert bad[0].describe() == f"in.conll:4: {reason}"
 
 
@@ -140,44 +145,41 @@ def test_a_missing_tag_column_is_reported():
     config = ConllConfig(entity_types=("PER",), tag_column=3)
     sentences, bad = parse(b"A\tO\nB\tO\n", config)
     assert sentences == []
-    assert [(b.line, b.reason) for b in bad] == [(1, "no tag column 3 in 2 columns"), (2, "no tag column 3 in 2 columns")]
+    assert [(b.line, b.reason) for b in bad] == [
+        (1, "no tag column 3 in 2 columns; also line 2: no tag column 3 in 2 columns")]
 
 
-def test_every_bad_line_of_a_sentence_is_reported():
+def test_every_bad_line_of_a_sentence_is_named_in_its_one_row():
     sentences, bad = parse(b"A\tB-XX\nB\tO\nC\tI-YY\n\nD\tO\n")
     assert sentences == [(["D"], ["O"])]
-    assert [b.line for b in bad] == [1, 3]
+    assert [(b.line, b.reason, b.raw) for b in bad] == [(
+        1,
+        "entity type 'XX' of tag 'B-XX' is not one of the configured types (PER, ORG, LOC, MISC); "
+        "also line 3: entity type 'YY' of tag 'I-YY' is not one of the configured types "
+        "(PER, ORG, LOC, MISC)",
+        b"A\tB-XX\nB\tO\nC\tI-YY",
+    )]
 
 
-def test_bad_lines_round_trip_through_json_lines_sorted():
-    records = [
-        BadLine("b.conll", 2, "bad tag", b"x\tB-X"),
-        BadLine("a.conll", 10, "invalid UTF-8 at byte 1", b"x\xff\tO"),
-        BadLine("a.conll", 9, "quote \" and newline-free", "é\tO".encode()),
-    ]
-    stream = io.BytesIO()
-    assert conll.write_bad_lines(records, stream) == 3
-    lines = stream.getvalue().decode("utf-8").splitlines()
-    assert '"text": "x\\\\xff\\tO"' in lines[1]  # Readable, the bad byte escaped.
-    stream.seek(0)
-    assert list(conll.read_bad_lines(stream)) == sorted(records)
+def test_a_long_bad_sentence_keeps_only_the_first_max_field_bytes_of_its_lines():
+    data = b"".join(b"tok%03d\tO\n" % k for k in range(30)) + b"bad\tB-XX\n"
+    _, [bad] = parse(data, max_field_bytes=50)
+    assert (bad.line, len(bad.raw), bad.truncated) == (31, 50, True)
+    assert data.startswith(bad.raw)
 
 
-def test_format_error_lists_the_first_ten_and_the_total():
-    records = [BadLine("/data/train.conll", line, "not an IOB tag: 'X'", b"") for line in range(1, 13)]
-    error = ConllFormatError(records[:10], total=12)
-    message = str(error).splitlines()
-    assert message[0] == error.summary == "12 malformed lines in the CoNLL input (their sentences dropped); the first 10:"
-    assert message[1:3] == ["  /data/train.conll:1: not an IOB tag: 'X'", "  /data/train.conll:2: not an IOB tag: 'X'"]
-    assert message[-1] == "  ... and 2 more"
-    assert len(message) == 12
-    copy = pickle.loads(pickle.dumps(error))  # Errors may cross process boundaries.
-    assert (str(copy), copy.total, copy.bad_lines) == (str(error), 12, records[:10])
-    single = ConllFormatError(records[:1])
-    assert str(single) == (
-        "1 malformed line in the CoNLL input (their sentences dropped):\n"
-        "  /data/train.conll:1: not an IOB tag: 'X'"
+def test_read_conll_and_the_format_error_for_tools(tmp_path):
+    path = tmp_path / "x.conll"
+    path.write_bytes(b"A\tO\n\nB\tB-XX\n")
+    sentences, bad = conll.read_conll(str(path), CONLL03)
+    assert [s.tokens for s in sentences] == [["A"]]
+    error = ConllFormatError(bad)
+    assert str(error) == (
+        f"1 bad row in the CoNLL input:\n  {path}:3: entity type 'XX' of tag 'B-XX' is not one "
+        f"of the configured types (PER, ORG, LOC, MISC)"
     )
+    copy = pickle.loads(pickle.dumps(error))  # Errors may cross process boundaries.
+    assert (type(copy), str(copy), copy.rows) == (ConllFormatError, str(error), bad)
 
 
 def test_config_is_validated_and_round_trips():

@@ -2,9 +2,11 @@
 
 Ingestion: `ConllExampleGen` (one token per line, the tag in `data.tag_column`, blank line
 between sentences; IOB1 or IOB2, normalised to IOB2; one tf.Example per sentence with
-`tokens` and `tags`). Schema: both lists present in every sentence. Preprocessing: each word
-is WordPiece-tokenized in the graph and its tag sits on its first piece (other pieces and
-special tokens weigh 0); words beyond `model.max_seq_length` are counted, not hidden.
+`tokens` and `tags`; a sentence with a bad line is quarantined, see `components.quarantine`,
+and the run stops only above `data.max_bad_fraction`). Schema: both lists present in every
+sentence. Preprocessing: each word is WordPiece-tokenized in the graph and its tag sits on
+its first piece (other pieces and special tokens weigh 0); words beyond
+`model.max_seq_length` are counted, not hidden.
 Evaluation: `EntityEvaluator` (seqeval's entity precision/recall/F1, a minimum F1 and the
 latest blessed model as baseline). Export contract: `serving.token_classification_export`.
 """
@@ -76,6 +78,8 @@ class TokenClassificationTask(Task):
             entity_types=list(config.data.entity_types),
             tokens_feature=config.data.tokens_feature,
             tags_feature=config.data.tags_feature,
+            max_bad_fraction=config.data.max_bad_fraction,
+            max_field_bytes=config.data.max_field_bytes,
         )
 
     def schema(self, config: TokenClassificationConfig):

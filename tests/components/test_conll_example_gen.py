@@ -1,6 +1,7 @@
 """ConllExampleGen as TFX runs it: a LocalDagRunner pipeline with a SQLite ML Metadata
-store, span resolution, input and hash output splits, and a failing run on a bad file.
-Imports TFX (~40 s); the parser's own tests are in components/conll_example_gen/."""
+store, span resolution, input and hash output splits, and a failing run on a bad file (its
+bad sentences quarantined). Imports TFX (~40 s); the parser's own tests are in
+components/conll_example_gen/, the quarantine's under a threshold in test_quarantine.py."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tfx.types import standard_artifacts
 
 from components.conll_example_gen import executor as conll_executor
 from components.conll_example_gen.component import ConllExampleGen
-from components.conll_example_gen.conll import BadLine, ConllFormatError, read_bad_lines
+from components.quarantine import QuarantinedRow, TooManyBadRowsError, read_quarantine_file
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +89,8 @@ def test_pipeline_writes_one_example_per_sentence_with_iob2_tags(tmp_path: Path)
     assert execution.last_known_state == metadata_store_pb2.Execution.COMPLETE
     [examples] = store.get_artifacts_by_type("Examples")
     assert examples.custom_properties["span"].int_value == 2  # The newest span.
-    assert examples.custom_properties["bad_line_count"].int_value == 0
+    props = examples.custom_properties
+    assert [props[name].int_value for name in ("rows_read", "rows_kept", "rows_quarantined")] == [4, 4, 0]
     assert examples.properties["split_names"].string_value == '["train", "eval"]'
     train = sorted(_read_split(examples.uri, "train"), key=lambda row: row["tokens"])
     assert train == [
@@ -97,7 +99,7 @@ def test_pipeline_writes_one_example_per_sentence_with_iob2_tags(tmp_path: Path)
         {"tokens": ["Nordic", "kettle"], "tags": ["B-MISC", "O"]},
     ]
     assert _read_split(examples.uri, "eval") == [{"tokens": ["Paris", "Saint"], "tags": ["B-LOC", "B-PER"]}]
-    assert os.path.getsize(os.path.join(examples.uri, "bad_lines.jsonl")) == 0
+    assert os.path.getsize(props["quarantine_file"].string_value) == 0  # written, empty
 
 
 def test_wnut17_sample_hash_split_by_output_config_with_own_feature_names(tmp_path: Path):
@@ -137,25 +139,29 @@ def test_a_bad_file_fails_the_run_naming_file_and_line(tmp_path: Path):
     (base / "span-0" / "train.conll").write_bytes(b"A\tO\nB\tB-PER\n\nC\tB-FOO\nD\tO\n\nE\xff\tO\n")
     (base / "span-0" / "eval.conll").write_bytes(b"F\tO\n\nG\tO\tO\n")
 
-    with pytest.raises(ConllFormatError) as raised:
+    with pytest.raises(TooManyBadRowsError) as raised:
         _run(tmp_path, ConllExampleGen(str(base), TRAIN_EVAL, entity_types=CONLL03_TYPES))
 
     train, evaluation = base / "span-0" / "train.conll", base / "span-0" / "eval.conll"
+    quarantine_file = raised.value.quarantine_file
+    assert os.path.dirname(quarantine_file) == str(tmp_path / "root" / "ConllExampleGen" / "quarantine")
     assert str(raised.value) == "\n".join(
         [
-            "3 malformed lines in the CoNLL input (their sentences dropped):",
+            "3 of 5 rows read (60%) were quarantined, over data.max_bad_fraction 0 (0%); "
+            f"all are in {quarantine_file}:",
             f"  {evaluation}:3: 3 columns, but the file's first token line (line 1) has 2",
             f"  {train}:4: entity type 'FOO' of tag 'B-FOO' is not one of the configured types (PER, ORG, LOC, MISC)",
-            f"  {train}:7: invalid UTF-8 at byte 1",
+            f"  {train}:7: not UTF-8: byte 0xff at column 2",
         ]
     )
+    assert [row.line for row in read_quarantine_file(quarantine_file)] == [3, 4, 7]
     [execution] = _store(tmp_path / "mlmd.sqlite").get_executions()
     assert execution.last_known_state == metadata_store_pb2.Execution.FAILED
 
 
-def test_executor_keeps_the_bad_lines_as_data_in_the_artifact(tmp_path: Path):
+def test_executor_quarantines_the_bad_sentences_beside_the_artifact(tmp_path: Path):
     # Run outside a pipeline, the artifact directory stays (TFX deletes a failed
-    # execution's outputs), so bad_lines.jsonl can be read back.
+    # execution's outputs), so the examples that were written can be read back too.
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "train.conll").write_bytes(b"A\tO\n\nC\tB-FOO\nD\tO\n\nE\tB-PER\n")
     (tmp_path / "in" / "eval.conll").write_bytes(b"F\tO\n")
@@ -169,19 +175,21 @@ def test_executor_keeps_the_bad_lines_as_data_in_the_artifact(tmp_path: Path):
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "out")
 
-    with pytest.raises(ConllFormatError, match=r"train\.conll:3: entity type 'FOO'"):
+    with pytest.raises(TooManyBadRowsError, match=r"train\.conll:3: entity type 'FOO'"):
         conll_executor.Executor().Do({}, {"examples": [examples]}, dict(component.exec_properties))
 
-    assert examples.get_int_custom_property("bad_line_count") == 1
-    with open(os.path.join(examples.uri, "bad_lines.jsonl"), "rb") as stream:
-        assert list(read_bad_lines(stream)) == [
-            BadLine(
-                str(tmp_path / "in" / "train.conll"),
-                3,
-                "entity type 'FOO' of tag 'B-FOO' is not one of the configured types (PER)",
-                b"C\tB-FOO",
-            )
-        ]
+    assert examples.get_int_custom_property("rows_quarantined") == 1
+    assert examples.get_int_custom_property("rows_read") == 4
+    quarantine_file = str(tmp_path / "out.quarantine.jsonl")
+    assert examples.get_string_custom_property("quarantine_file") == quarantine_file
+    assert read_quarantine_file(quarantine_file) == [
+        QuarantinedRow(
+            str(tmp_path / "in" / "train.conll"),
+            3,
+            "entity type 'FOO' of tag 'B-FOO' is not one of the configured types (PER)",
+            b"C\tB-FOO\nD\tO",  # the whole sentence
+        )
+    ]
     # The other sentences were written; "C D" was dropped.
     assert sorted(row["tokens"] for row in _read_split(examples.uri, "train")) == [["A"], ["E"]]
     assert _read_split(examples.uri, "eval") == [{"tokens": ["F"], "tags": ["O"]}]
