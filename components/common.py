@@ -122,3 +122,16 @@ def read_tfrecords(file_pattern: str) -> Iterator[bytes]:
         compression = "GZIP" if path.endswith(GZIP_SUFFIX) else ""
         for record in tf.data.TFRecordDataset(path, compression_type=compression):
             yield record.numpy()
+
+
+def split_files(examples_artifacts: list[Any], split: str) -> list[str]:
+    """The files of `split` in every given Examples artifact (several with rolling spans),
+    artifact by artifact in the given order, each artifact's files in name order."""
+    import tensorflow as tf
+
+    files = []
+    for artifact in examples_artifacts:
+        directory = split_dir(artifact.uri, split)
+        files.extend(sorted(os.path.join(directory, name)
+                            for name in tf.io.gfile.listdir(directory)))
+    return files

@@ -12,6 +12,9 @@ import sys
 # name -> ("module:function", one-line help). Each function takes argv (list[str]) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pipeline.run_cli:main", "run a pipeline described by a YAML config"),
+    "runs": ("pipeline.history_cli:runs_main", "list a pipeline's past runs (ML Metadata)"),
+    "rollback": ("pipeline.history_cli:rollback_main",
+                 "serve an earlier pushed version again, as a new version"),
     "serve": ("serving.serve_cli:main", "serve a model base path over TF Serving's REST and gRPC APIs"),
     "predict": ("serving.predict_cli:main", "send texts to a TF Serving (or `bertpipe serve`) server"),
     "score": ("serving.batch_score:main", "batch-score files with a SavedModel on Apache Beam"),

@@ -33,10 +33,13 @@ def code_fingerprint() -> str:
 
 def checkpoint_directory(spec: str) -> str:
     """Resolves `model.checkpoint`; a base path of pushed versions gives its newest version."""
+    from tfx.dsl.io import fileio  # gs:// and other filesystems, as TFX reads them
+
     from bert_keras.checkpoint import checkpoint_format, resolve_checkpoint
 
     path = resolve_checkpoint(spec)
-    versions = [name for name in os.listdir(path) if name.isdigit()]
+    # Object stores list sub-folders with a trailing '/'.
+    versions = [name.rstrip("/") for name in fileio.listdir(path) if name.rstrip("/").isdigit()]
     if checkpoint_format(path) is None and versions:
         return os.path.join(path, max(versions, key=int))
     return path
@@ -55,10 +58,31 @@ def module_config(config: FinetuneConfig, checkpoint_dir: str) -> dict:
         "lower_case": lower_case,
         "max_seq_length": config.model.max_seq_length,
         "dropout": config.model.dropout,
+        "warm_start": config.model.warm_start,
         **config.training.model_dump(),
         **get_task(config).module_config(config),
         "code_fingerprint": code_fingerprint(),
     }
+
+
+def training_spans(example_gen, rolling_spans: int):
+    """The Examples channel training reads: ExampleGen's newest span, or with
+    `rolling_spans` > 1 the newest N spans ExampleGen has ingested in this and earlier runs
+    (`pipeline.spans`; fewer on the first runs). Returns (channel, resolver node or None)."""
+    if rolling_spans <= 1:
+        return example_gen.outputs["examples"], None
+    from tfx import v1 as tfx
+
+    from pipeline.spans import LatestSpansStrategy
+
+    spans_resolver = tfx.dsl.Resolver(
+        strategy_class=LatestSpansStrategy,
+        config={"num_spans": rolling_spans},
+        examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+                                 producer_component_id=example_gen.id, output_key="examples"),
+    ).with_id("rolling_spans_resolver")
+    spans_resolver.add_upstream_node(example_gen)  # sees this run's span too
+    return spans_resolver.outputs["examples"], spans_resolver
 
 
 def create_pipeline(config: FinetuneConfig, enable_cache: bool | None = None):
@@ -76,6 +100,9 @@ def create_pipeline(config: FinetuneConfig, enable_cache: bool | None = None):
     custom_config = module_config(config, checkpoint_dir)
 
     example_gen = task.example_gen(config)
+    # The newest span is validated as it arrives; training and evaluation read the newest
+    # `data.rolling_spans` spans ingested so far (this run's and earlier runs', from MLMD).
+    examples, spans_resolver = training_spans(example_gen, config.data.rolling_spans)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(
         schema_file=write_schema(config, os.path.join(root, "schema"))
@@ -84,12 +111,21 @@ def create_pipeline(config: FinetuneConfig, enable_cache: bool | None = None):
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=f"{task.module}.preprocessing_fn",
         custom_config=custom_config,
     )
     transform.add_upstream_node(example_validator)  # nothing trains on data that failed
+    # The latest blessed model of this pipeline: the Evaluator's baseline, and with
+    # `model.warm_start: latest_blessed` the Trainer's starting weights.
+    baseline_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    warm_start_model = (baseline_resolver.outputs["model"]
+                        if config.model.warm_start == "latest_blessed" else None)
     trainer = tfx.components.Trainer(
         run_fn=f"{task.module}.run_fn",
         examples=transform.outputs["transformed_examples"],
@@ -98,14 +134,10 @@ def create_pipeline(config: FinetuneConfig, enable_cache: bool | None = None):
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config=custom_config,
+        base_model=warm_start_model,
     )
-    baseline_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
     evaluator = task.evaluator(
-        config, example_gen.outputs["examples"], trainer.outputs["model"],
+        config, examples, trainer.outputs["model"],
         baseline_resolver.outputs["model"],
     )
     pusher = AtomicPusher(
@@ -120,6 +152,7 @@ def create_pipeline(config: FinetuneConfig, enable_cache: bool | None = None):
     components = [
         example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
         baseline_resolver, evaluator, pusher,
+        *([spans_resolver] if spans_resolver is not None else []),
         *task.extra_components(config, trainer, evaluator),
     ]
     return tfx.dsl.Pipeline(

@@ -17,7 +17,8 @@ from pipeline import exit_codes
 from pipeline.config import ConfigError, load_config
 
 
-def _quiet_logs() -> None:
+def quiet_logs() -> None:
+    """Hides TensorFlow, absl and Beam chatter (set before TensorFlow is imported)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     # Google client libraries warn about Python versions on import, once per module.
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
         print(f"{args.config}: valid {config.kind} config for pipeline {config.pipeline.name!r}")
         return 0
 
-    _quiet_logs()
+    quiet_logs()
     started = time.time()
     print(f"bertpipe: running pipeline {config.pipeline.name!r} (root {config.pipeline.root})",
           flush=True)
@@ -67,8 +68,11 @@ def main(argv: list[str]) -> int:
         report, pushed = summarize_pretraining(config.pipeline.name, config.metadata_path)
         print(report)
     else:
+        from pipeline.history import describe_data, run_history
+
         summary = summarize_run(config)
         print(summary.render(config.serving.model_name))
+        print(describe_data(run_history(config, read_metrics=False)[-1]))
         pushed = summary.pushed
     print(f"finished in {time.time() - started:.0f} s")
     return exit_codes.PUSHED_OR_UNCHANGED if pushed else exit_codes.NOT_BLESSED

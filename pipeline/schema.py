@@ -54,7 +54,14 @@ def write_schema(config: FinetuneConfig, directory: str) -> str:
     text = schema_text(config)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     path = os.path.join(directory, f"schema-{digest}.pbtxt")
-    if not os.path.exists(path):
+    if "://" in directory:  # gs:// (Vertex): TFX's filesystem layer; objects appear whole
+        from tfx.dsl.io import fileio
+
+        if not fileio.exists(path):
+            fileio.makedirs(directory)
+            with fileio.open(path, "w") as f:
+                f.write(text)
+    elif not os.path.exists(path):
         os.makedirs(directory, exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as f:

@@ -22,6 +22,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, path_utils
 
 from components.blessing import write_blessing
+from components.common import split_files
 
 EXAMPLES_KEY = standard_component_specs.EXAMPLES_KEY
 MODEL_KEY = standard_component_specs.MODEL_KEY
@@ -96,10 +97,9 @@ class Executor(base_executor.BaseExecutor):
         output_dict: dict[str, list[types.Artifact]],
         exec_properties: dict[str, Any],
     ) -> None:
-        examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
         split = exec_properties[SPLIT_KEY]
-        split_uri = artifact_utils.get_split_uri([examples], split)
-        files = sorted(os.path.join(split_uri, f) for f in os.listdir(split_uri))
+        # One Examples artifact per span read (data.rolling_spans).
+        files = split_files(input_dict[EXAMPLES_KEY], split)
         serialized, gold = read_gold_and_examples(files, exec_properties[TAGS_FEATURE_KEY])
         batch_size = int(exec_properties[BATCH_SIZE_KEY])
 

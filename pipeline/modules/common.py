@@ -74,6 +74,71 @@ def total_training_steps(train_rows: int, config: dict[str, Any]) -> int:
     return total if max_steps is None else min(total, max_steps)
 
 
+# Beside `Format-Serving/` in the Trainer's Model artifact: the fine-tuned Keras weights, which
+# the next run of the pipeline warm-starts from (`model.warm_start: latest_blessed`). Not
+# pushed: TF Serving only needs the SavedModel.
+KERAS_WEIGHTS_PATH = os.path.join("Format-Keras", "model.weights.h5")
+# In the Trainer's ModelRun artifact: where this run's weights came from, for the report.
+WARM_START_FILE = "warm_start.json"
+
+
+def base_model_weights(fn_args: Any) -> str | None:
+    """The Keras weights of the latest blessed model given to the Trainer as `base_model`
+    (only with `model.warm_start: latest_blessed`), or None (first run: none blessed yet)."""
+    base_model = getattr(fn_args, "base_model", None)
+    if not base_model or fn_args.custom_config.get("warm_start") != "latest_blessed":
+        return None
+    # fn_args.base_model is the blessed artifact's `<uri>/Format-Serving`.
+    path = os.path.join(os.path.dirname(base_model.rstrip("/")), KERAS_WEIGHTS_PATH)
+    return path if tf.io.gfile.exists(path) else None
+
+
+def warm_start(model, fn_args: Any) -> dict[str, str]:
+    """Loads the latest blessed model's weights into `model` when asked to and possible;
+    returns (and writes to the ModelRun artifact) where the weights came from.
+
+    The model was built from `model.checkpoint`, which is also the fallback: on the first run,
+    or when the blessed model's weights do not fit (e.g. `data.classes` changed), with a
+    warning saying why.
+    """
+    config = fn_args.custom_config
+    source = {"from": "checkpoint", "path": config["checkpoint_dir"]}
+    weights = base_model_weights(fn_args)
+    if weights is not None:
+        local = os.path.join(fn_args.model_run_dir, "base_model.weights.h5")
+        os.makedirs(fn_args.model_run_dir, exist_ok=True)
+        tf.io.gfile.copy(weights, local, overwrite=True)  # Keras reads local files only
+        try:
+            model.load_weights(local)
+            source = {"from": "latest_blessed", "path": weights}
+        except ValueError as error:
+            logging.warning("warm start: the latest blessed model's weights (%s) do not fit "
+                            "this model (%s); starting from model.checkpoint instead",
+                            weights, error)
+            source["note"] = f"latest blessed model's weights do not fit: {error}"
+        finally:
+            os.remove(local)
+    elif config.get("warm_start") == "latest_blessed":
+        source["note"] = "no blessed model yet"
+    logging.info("warm start: %s", source)
+    os.makedirs(fn_args.model_run_dir, exist_ok=True)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, WARM_START_FILE), "w") as f:
+        json.dump(source, f)
+    return source
+
+
+def save_weights(model, fn_args: Any) -> None:
+    """Writes the fine-tuned weights beside the serving SavedModel (KERAS_WEIGHTS_PATH)."""
+    model_dir = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
+    path = os.path.join(model_dir, KERAS_WEIGHTS_PATH)
+    local = os.path.join(fn_args.model_run_dir, "model.weights.h5")
+    os.makedirs(fn_args.model_run_dir, exist_ok=True)
+    model.save_weights(local)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    tf.io.gfile.copy(local, path, overwrite=True)
+    os.remove(local)
+
+
 def compile_and_fit(
     model,
     loss,
@@ -91,6 +156,7 @@ def compile_and_fit(
     from bert_keras.optimization import build_adamw
 
     config = fn_args.custom_config
+    warm_start(model, fn_args)
     model.compile(
         # BERT's recipe: AdamW, linear warm-up then linear decay, no decay on biases/LayerNorm.
         optimizer=build_adamw(config["learning_rate"], max(total_steps, 1),
@@ -113,6 +179,7 @@ def compile_and_fit(
             verbose=2,
         ).history
     history = {k: [float(v) for v in vs] for k, vs in history.items()}
+    save_weights(model, fn_args)
     os.makedirs(fn_args.model_run_dir, exist_ok=True)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
         json.dump(history, f)
