@@ -28,12 +28,17 @@ import time
 from typing import Any
 
 from components.atomic_pusher.push import newest_version, push_atomically
+from components.quarantine import (
+    QUARANTINE_FILE_PROPERTY,
+    ROWS_KEPT_PROPERTY,
+    ROWS_QUARANTINED_PROPERTY,
+    ROWS_READ_PROPERTY,
+)
 
 ROLLBACK_EXECUTION_TYPE = "bertpipe.Rollback"
 ROLLBACK_RUN_PREFIX = "rollback-"
-# Custom properties ingestion sets on its Examples artifact (components.quarantine).
-ROW_COUNT_PROPERTIES = ("rows_read", "rows_kept", "rows_quarantined")
-QUARANTINE_FILE_PROPERTY = "quarantine_file"
+# Custom properties ingestion sets on its Examples artifact.
+ROW_COUNT_PROPERTIES = (ROWS_READ_PROPERTY, ROWS_KEPT_PROPERTY, ROWS_QUARANTINED_PROPERTY)
 
 PUSHED, UNCHANGED, NOT_BLESSED, FAILED, RUNNING, ROLLED_BACK = (
     "PUSHED", "UNCHANGED", "NOT BLESSED", "FAILED", "INCOMPLETE", "ROLLED BACK")
@@ -154,7 +159,7 @@ def _run_record(store, config, run, executions, node_of, read_metrics, mlmd) -> 
     if ingested:
         record.rows = {name: int(_custom(ingested[0], name)) for name in ROW_COUNT_PROPERTIES
                        if _custom(ingested[0], name) is not None}
-        if record.rows.get("rows_quarantined"):
+        if record.rows.get(ROWS_QUARANTINED_PROPERTY):
             record.quarantine_file = _custom(ingested[0], QUARANTINE_FILE_PROPERTY)
     for model_run in artifacts_of("Trainer", outputs, "model_run"):
         path = os.path.join(model_run.uri, "warm_start.json")
@@ -237,9 +242,10 @@ def describe_data(record: RunRecord) -> str:
     spans = ", ".join(map(str, record.spans)) or "none"
     lines = [f"spans read: {spans}"]
     rows = record.rows
-    if "rows_read" in rows:
-        line = (f"rows ingested: {rows['rows_read']} read, {rows.get('rows_kept', 0)} kept, "
-                f"{rows.get('rows_quarantined', 0)} quarantined")
+    if ROWS_READ_PROPERTY in rows:
+        line = (f"rows ingested: {rows[ROWS_READ_PROPERTY]} read, "
+                f"{rows.get(ROWS_KEPT_PROPERTY, 0)} kept, "
+                f"{rows.get(ROWS_QUARANTINED_PROPERTY, 0)} quarantined")
         if record.quarantine_file:
             line += f" ({record.quarantine_file})"
         lines.append(line)
@@ -255,8 +261,9 @@ def render_history(records: list[RunRecord]) -> str:
               "warm start", "metrics")
     rows = [header]
     for r in records:
-        rows_text = (f"{r.rows['rows_kept']}/{r.rows['rows_read']} "
-                     f"({r.rows.get('rows_quarantined', 0)})" if "rows_read" in r.rows else "-")
+        rows_text = (f"{r.rows.get(ROWS_KEPT_PROPERTY, 0)}/{r.rows[ROWS_READ_PROPERTY]} "
+                     f"({r.rows.get(ROWS_QUARANTINED_PROPERTY, 0)})"
+                     if ROWS_READ_PROPERTY in r.rows else "-")
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(r.metrics.items())
                             if k != "example_count") or r.detail or "-"
         rows.append((r.started_text, r.outcome, r.version or "-",
