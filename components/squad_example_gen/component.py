@@ -7,6 +7,7 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2, range_config_pb2
 
+from components import quarantine
 from components.squad_example_gen import executor
 from serving import question_answering_features as features
 
@@ -61,10 +62,13 @@ class SquadExampleGen(FileBasedExampleGen):
     `version` and `input_fingerprint` properties. Hash splits are always by article title
     (see `make_default_output_config`).
 
-    A bad record (see `squad`) fails the run with `squad.SquadFormatError`, naming
-    `path: data[i].paragraphs[j].qas[k] (id ...): reason` (or `path:line:column: message`
-    for a file that is not valid JSON) for the first 10 and the total; all are written to
-    `bad_records.jsonl` in the output artifact first.
+    A bad record (see `squad`) is quarantined (see `components.quarantine`): the other
+    questions go on, the Examples artifact gets `rows_read`, `rows_kept`,
+    `rows_quarantined` and `quarantine_file`, and the run stops with
+    `quarantine.TooManyBadRowsError`, naming the quarantine file and the first bad records
+    as `path:line: data[i].paragraphs[j].qas[k] (id ...): reason` (or `path:line: not valid
+    JSON at column C: ...` for a file that does not parse), only if the quarantined share
+    of the rows read is above `max_bad_fraction` (default 0.0: any bad record stops it).
 
     Example:
         example_gen = SquadExampleGen(
@@ -83,6 +87,9 @@ class SquadExampleGen(FileBasedExampleGen):
         input_config: example_gen_pb2.Input | None = None,
         output_config: example_gen_pb2.Output | None = None,
         range_config: range_config_pb2.RangeConfig | None = None,
+        *,
+        max_bad_fraction: float = quarantine.DEFAULT_MAX_BAD_FRACTION,
+        max_field_bytes: int = quarantine.DEFAULT_MAX_FIELD_BYTES,
     ):
         """Constructs a SquadExampleGen.
 
@@ -94,6 +101,10 @@ class SquadExampleGen(FileBasedExampleGen):
                 are if there are several, else train:eval = 4:1 by a hash of the title.
                 Hash splits must set `partition_feature_name` to "title".
             range_config: TFX `range_config_pb2.RangeConfig` limiting the spans used.
+            max_bad_fraction: the run fails when quarantined records / rows read is above
+                this (0.0: any bad record fails it).
+            max_field_bytes: a string (context, question, answer, title, id) longer than
+                this many bytes makes its record bad.
 
         Raises:
             ValueError: `output_config` hash-splits by something other than the title.
@@ -103,11 +114,13 @@ class SquadExampleGen(FileBasedExampleGen):
             output_config = make_default_output_config(input_config)
         # Checked here, when the pipeline is defined, rather than in the executor.
         check_output_config(output_config)
+        limits = quarantine.QuarantineSettings(max_bad_fraction, max_field_bytes)
         super().__init__(
             input_base=input_base,
             input_config=input_config,
             output_config=output_config,
             range_config=range_config,
+            custom_config=quarantine.make_custom_config(limits.to_dict()),
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
             custom_executor_spec=executor_spec.BeamExecutorSpec(executor.Executor),

@@ -1,4 +1,4 @@
-"""SQuAD v1.1 JSON files -> questions with their context and gold answers, plus bad records.
+"""SQuAD v1.1 JSON files -> questions with their context and gold answers, and the bad ones.
 
 This is the data logic of `SquadExampleGen`, free of TFX, Beam and TensorFlow so it can be
 imported and tested in a second (the executor opens the files and builds the tf.Examples).
@@ -21,32 +21,45 @@ Format (SQuAD v1.1, https://rajpurkar.github.io/SQuAD-explorer/)
   - The file is UTF-8 (a byte-order mark is ignored). Keys other than these are ignored,
     and so is `version`.
 
-Bad records are data, not crashes, as for `ConllExampleGen`: a question that cannot be used
-becomes a `BadRecord` naming its JSON position (`data[i].paragraphs[j].qas[k]`), its id and
-every reason found (a missing, empty or mistyped field, no answers, an `answer_start` that
-does not point at its answer's text, an id used twice in the file); the question is
-dropped and reading goes on, so one pass finds them all. A paragraph or article that
-cannot be read (no context, no title, ...) is one bad record at its own position, and its
-questions are dropped with it. A file that is not valid JSON (or UTF-8) is one bad record
-naming `path:line:column`. Each record keeps the rejected JSON value, so nothing is lost;
-`SquadFormatError` summarises them.
+Bad records are data, not crashes, as for the other example gens: a question that cannot be
+used is quarantined (`quarantine.QuarantinedRow`) with its JSON position and id
+(`position`: `data[i].paragraphs[j].qas[k] (id ...)`), the line where it starts, every
+reason found (a missing, empty, mistyped or over-long field, no answers, an `answer_start`
+that does not point at its answer's text, an id used twice in the file) and its JSON text
+as it is in the file (`raw`); reading goes on, so one pass finds them all. A paragraph or
+article that cannot be read (no context, no title, ...) is one quarantined row at its own
+position, and its questions are dropped with it. A file that is not UTF-8 or not valid JSON
+is one quarantined row naming its line and column (`raw`: that line). For counting and
+`max_bad_fraction` a row is a question, and each quarantined record counts as one.
+
+Example:
+    with open("dev.json", "rb") as stream:
+        for item in parse_squad(stream.read(), "dev.json"):
+            ...  # a Question, or a quarantine.QuarantinedRow
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-# Shown in SquadFormatError; the full list is in the bad-records file.
-MAX_REPORTED_BAD_RECORDS = 10
+from components.quarantine import (
+    DEFAULT_MAX_FIELD_BYTES,
+    BadRowsError,
+    QuarantinedRow,
+    split_rows,
+    utf8_problem,
+)
 
 # The location of a problem with the document as a whole (no or a bad `data` list).
 TOP_LEVEL = "(top level)"
 
-_INDEX = re.compile(r"\[(\d+)\]")
 _SHOWN_CHARS = 40  # of a string quoted in a reason
+_DECODER = json.JSONDecoder()
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
 class Question(NamedTuple):
@@ -62,86 +75,20 @@ class Question(NamedTuple):
     answer_starts: tuple[int, ...]  # code-point offsets into `context`
 
 
-class BadRecord(NamedTuple):
-    """A question, paragraph or article (or a whole file) that could not be read.
+class SquadFormatError(BadRowsError):
+    """Bad records found by a tool reading SQuAD files directly (`read_squad`); the
+    example gen quarantines them instead (see `components.quarantine`)."""
 
-    `location` is its JSON position (`data[3].paragraphs[0].qas[7]`), or "" when the file
-    itself is not valid JSON, in which case `line` and `column` (1-based, columns in
-    characters) say where parsing stopped. `record` is the rejected JSON value, serialized
-    ("" for an unreadable file, which is still there to look at).
-    """
+    source = "the SQuAD input"
 
-    file: str
+
+class _Bad(NamedTuple):
+    """A record found bad while walking the parsed document (its line and bytes are looked
+    up in the text afterwards)."""
+
     location: str
-    reason: str  # one line of text, no newline
+    reasons: list[str]
     question_id: str | None = None
-    line: int = 0
-    column: int = 0
-    record: str = ""
-
-    def describe(self) -> str:
-        """`path:line:column: reason` for a file that does not parse, else
-        `path: data[i].paragraphs[j].qas[k] (id ...): reason`."""
-        if not self.location:
-            return f"{self.file}:{self.line}:{self.column}: {self.reason}"
-        question_id = f" (id {self.question_id})" if self.question_id is not None else ""
-        return f"{self.file}: {self.location}{question_id}: {self.reason}"
-
-    def sort_key(self) -> tuple[Any, ...]:
-        """File, then position in it: the file as a whole first, then array indices
-        compared as numbers (data[2] before data[10])."""
-        indices = tuple(int(i) for i in _INDEX.findall(self.location))
-        return (self.file, indices, self.line, self.column, self.location, self.reason)
-
-    def to_json(self) -> str:
-        """One JSON line; the rejected value is nested as JSON, not as a string."""
-        return json.dumps(
-            {
-                "file": self.file,
-                "location": self.location,
-                "id": self.question_id,
-                "line": self.line,
-                "column": self.column,
-                "reason": self.reason,
-                "record": json.loads(self.record) if self.record else None,
-            },
-            ensure_ascii=False,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> BadRecord:
-        value = json.loads(text)
-        record = "" if value["record"] is None else _dump(value["record"])
-        return cls(
-            value["file"], value["location"], value["reason"], value["id"],
-            int(value["line"]), int(value["column"]), record,
-        )
-
-
-class SquadFormatError(ValueError):
-    """The input has bad records. The message's first line is a one-line summary (also
-    `summary`); the next lines are the first bad records (`BadRecord.describe`), one a line."""
-
-    def __init__(self, bad_records: Sequence[BadRecord], total: int | None = None):
-        self.bad_records = list(bad_records)[:MAX_REPORTED_BAD_RECORDS]
-        self.total = len(bad_records) if total is None else total
-        shown = len(self.bad_records)
-        self.summary = (
-            f"{self.total} bad record{'s' if self.total != 1 else ''} in the SQuAD input "
-            f"(their questions dropped)" + (f"; the first {shown}:" if self.total > shown else ":")
-        )
-        lines = [self.summary] + [f"  {bad.describe()}" for bad in self.bad_records]
-        if self.total > shown:
-            lines.append(f"  ... and {self.total - shown} more")
-        super().__init__("\n".join(lines))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Exceptions pickle their args by default, which are not our constructor's.
-        return (SquadFormatError, (self.bad_records, self.total))
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _shown(text: str) -> str:
@@ -166,8 +113,11 @@ def _kind(value: Any) -> str:
     return "an object"
 
 
-def _text_field(record: dict, name: str, reasons: list[str]) -> str | None:
-    """`record[name]` if it is a non-blank string; else appends why not and returns None."""
+def _text_field(
+    record: dict, name: str, reasons: list[str], max_bytes: int = DEFAULT_MAX_FIELD_BYTES
+) -> str | None:
+    """`record[name]` if it is a non-blank string of at most `max_bytes` bytes (UTF-8);
+    else appends why not and returns None."""
     if name not in record:
         reasons.append(f"{name}: missing")
         return None
@@ -177,6 +127,9 @@ def _text_field(record: dict, name: str, reasons: list[str]) -> str | None:
         return None
     if not value.strip():
         reasons.append(f"{name}: empty")
+        return None
+    if len(value) > max_bytes // 4 and (size := len(value.encode("utf-8"))) > max_bytes:
+        reasons.append(f"{name}: {size} bytes, over data.max_field_bytes ({max_bytes})")
         return None
     return value
 
@@ -204,7 +157,8 @@ def _object(value: Any, reasons: list[str]) -> dict | None:
 
 
 def check_answer(
-    context: str, answer: Any, name: str, reasons: list[str]
+    context: str, answer: Any, name: str, reasons: list[str],
+    max_bytes: int = DEFAULT_MAX_FIELD_BYTES,
 ) -> tuple[str, int] | None:
     """(text, start) of one gold answer if `context[start:start + len(text)] == text`;
     else appends why not (prefixed with `name`, e.g. "answers[1]") and returns None."""
@@ -212,7 +166,7 @@ def check_answer(
         reasons.append(f"{name}: expected an object, got {_kind(answer)}")
         return None
     own: list[str] = []
-    text = _text_field(answer, "text", own)
+    text = _text_field(answer, "text", own, max_bytes)
     start = None
     if "answer_start" not in answer:
         own.append("answer_start: missing")
@@ -242,7 +196,8 @@ def check_answer(
 
 
 def parse_question(
-    qa: Any, context: str, seen_ids: dict[str, str], location: str
+    qa: Any, context: str, seen_ids: dict[str, str], location: str,
+    max_bytes: int = DEFAULT_MAX_FIELD_BYTES,
 ) -> tuple[str | None, dict[str, Any] | None, list[str]]:
     """Checks one entry of a paragraph's `qas`.
 
@@ -254,20 +209,20 @@ def parse_question(
     record = _object(qa, reasons)
     if record is None:
         return None, None, reasons
-    question_id = _text_field(record, "id", reasons)
+    question_id = _text_field(record, "id", reasons, max_bytes)
     if question_id is not None:
         if question_id in seen_ids:
             reasons.append(f"id: also the id of {seen_ids[question_id]}")
         else:
             seen_ids[question_id] = location
-    question = _text_field(record, "question", reasons)
+    question = _text_field(record, "question", reasons, max_bytes)
     answers = []
     if record.get("answers") == [] and record.get("is_impossible"):
         reasons.append("answers: empty (an unanswerable SQuAD 2.0 question; SQuAD v1.1 "
                        "questions always have an answer)")
     else:
         for index, answer in enumerate(_list_field(record, "answers", reasons) or []):
-            answers.append(check_answer(context, answer, f"answers[{index}]", reasons))
+            answers.append(check_answer(context, answer, f"answers[{index}]", reasons, max_bytes))
     if reasons:
         return question_id, None, reasons
     return question_id, {
@@ -278,22 +233,19 @@ def parse_question(
     }, reasons
 
 
-def squad_questions(document: Any, file: str, bad_records: list[BadRecord]) -> Iterator[Question]:
+def squad_questions(
+    document: Any, file: str, bad_records: list[_Bad], max_bytes: int = DEFAULT_MAX_FIELD_BYTES
+) -> Iterator[Question]:
     """Yields the questions of a parsed SQuAD document (the JSON value of one file);
-    appends a `BadRecord` to `bad_records` for each question, paragraph or article that
-    cannot be used."""
-
-    def bad(location: str, reasons: list[str], value: Any, question_id: str | None = None) -> None:
-        reason = "; ".join(reasons)
-        bad_records.append(BadRecord(file, location, reason, question_id, record=_dump(value)))
-
+    appends a `_Bad` to `bad_records` for each question, paragraph or article that cannot
+    be used."""
     # A problem at the top level rejects the whole document.
     reasons: list[str] = []
     if not isinstance(document, dict):
         reasons.append(f"expected an object with a 'data' list, got {_kind(document)}")
     articles = _list_field(document, "data", reasons) if not reasons else None
     if articles is None:
-        bad(TOP_LEVEL, reasons, document)
+        bad_records.append(_Bad(TOP_LEVEL, reasons))
         return
     seen_ids: dict[str, str] = {}
     for i, article_value in enumerate(articles):
@@ -302,10 +254,10 @@ def squad_questions(document: Any, file: str, bad_records: list[BadRecord]) -> I
         article = _object(article_value, reasons)
         title = paragraphs = None
         if article is not None:
-            title = _text_field(article, "title", reasons)
+            title = _text_field(article, "title", reasons, max_bytes)
             paragraphs = _list_field(article, "paragraphs", reasons)
         if reasons:
-            bad(at_article, reasons, article_value)
+            bad_records.append(_Bad(at_article, reasons))
             continue
         for j, paragraph_value in enumerate(paragraphs):
             at_paragraph = f"{at_article}.paragraphs[{j}]"
@@ -313,63 +265,141 @@ def squad_questions(document: Any, file: str, bad_records: list[BadRecord]) -> I
             paragraph = _object(paragraph_value, reasons)
             context = qas = None
             if paragraph is not None:
-                context = _text_field(paragraph, "context", reasons)
+                context = _text_field(paragraph, "context", reasons, max_bytes)
                 qas = _list_field(paragraph, "qas", reasons)
             if reasons:
-                bad(at_paragraph, reasons, paragraph_value)
+                bad_records.append(_Bad(at_paragraph, reasons))
                 continue
             for k, qa in enumerate(qas):
                 at_question = f"{at_paragraph}.qas[{k}]"
-                question_id, fields, reasons = parse_question(qa, context, seen_ids, at_question)
+                question_id, fields, reasons = parse_question(
+                    qa, context, seen_ids, at_question, max_bytes)
                 if fields is None:
-                    bad(at_question, reasons, qa, question_id)
+                    bad_records.append(_Bad(at_question, reasons, question_id))
                     continue
                 yield Question(file=file, location=at_question, title=title, context=context,
                                **fields)
 
 
-def parse_squad(data: bytes, file: str, bad_records: list[BadRecord]) -> Iterator[Question]:
-    """Yields the questions of one SQuAD file given as its bytes; appends a `BadRecord` to
-    `bad_records` for everything that cannot be used (see the module docstring)."""
+def _skip(text: str, index: int) -> int:
+    return _WHITESPACE.match(text, index).end()
+
+
+# What each level of a SQuAD document holds: the kind of the value under a key of an object
+# (or of every element of a list) that the walk goes into; everything else is skipped.
+_CHILDREN = {
+    "document": {"data": "articles"},
+    "articles": "article",
+    "article": {"paragraphs": "paragraphs"},
+    "paragraphs": "paragraph",
+    "paragraph": {"qas": "questions"},
+    "questions": "question",
+}
+
+
+def element_spans(text: str) -> dict[str, tuple[int, int]]:
+    """(start, end) offsets in `text` (a valid JSON document) of the document and of each
+    article, paragraph and question, by location ("data[0].paragraphs[2].qas[1]").
+
+    JSON parsers do not keep positions, so this walks the document's structure itself,
+    leaving every other value to the C scanner (`raw_decode`); it runs only for files with
+    bad records."""
+    spans: dict[str, tuple[int, int]] = {}
+
+    def walk(index: int, kind: str, path: str) -> int:
+        """Walks the value at text[index] (no leading whitespace); returns its end."""
+        children = _CHILDREN.get(kind)
+        opening = text[index]
+        if isinstance(children, dict) and opening == "{":
+            index = _skip(text, index + 1)
+            while text[index] != "}":
+                key, index = _DECODER.raw_decode(text, index)
+                index = _skip(text, _skip(text, index) + 1)  # the colon
+                child = children.get(key)
+                if child is None:
+                    _, index = _DECODER.raw_decode(text, index)
+                else:
+                    index = walk(index, child, key if kind == "document" else f"{path}.{key}")
+                index = _skip(text, index)
+                if text[index] == ",":
+                    index = _skip(text, index + 1)
+            return index + 1
+        if isinstance(children, str) and opening == "[":
+            index = _skip(text, index + 1)
+            number = 0
+            while text[index] != "]":
+                start = index
+                location = f"{path}[{number}]"
+                index = walk(index, children, location)
+                spans[location] = (start, index)
+                number += 1
+                index = _skip(text, index)
+                if text[index] == ",":
+                    index = _skip(text, index + 1)
+            return index + 1
+        _, index = _DECODER.raw_decode(text, index)
+        return index
+
+    start = _skip(text, 0)
+    spans[TOP_LEVEL] = (start, walk(start, "document", ""))
+    return spans
+
+
+def _file_row(data: bytes | str, offset: int, file: str, line: int, reason: str,
+              max_bytes: int) -> QuarantinedRow:
+    """The whole file as one quarantined row: `raw` is the physical line holding `offset`."""
+    newline = b"\n" if isinstance(data, bytes) else "\n"
+    line_start = data.rfind(newline, 0, offset) + 1
+    line_end = data.find(newline, offset)
+    raw = data[line_start : line_end if line_end >= 0 else len(data)]
+    raw = raw if isinstance(raw, bytes) else raw.encode("utf-8")
+    raw = raw.rstrip(b"\r")
+    return QuarantinedRow(file, line, reason, raw[:max_bytes], truncated=len(raw) > max_bytes)
+
+
+def parse_squad(
+    data: bytes, file: str, max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES
+) -> Iterator[Question | QuarantinedRow]:
+    """Yields the questions of one SQuAD file given as its bytes, then a `QuarantinedRow`
+    for everything that cannot be used (see the module docstring)."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line_start = data.rfind(b"\n", 0, error.start) + 1
-        column = len(data[line_start : error.start].decode("utf-8", errors="replace")) + 1
+        reason = utf8_problem(data[line_start : error.end])
         line = data.count(b"\n", 0, error.start) + 1
-        reason = f"invalid UTF-8 (byte {error.start})"
-        bad_records.append(BadRecord(file, "", reason, line=line, column=column))
+        yield _file_row(data, error.start, file, line, reason, max_field_bytes)
         return
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         # JSONDecodeError's column counts characters from 1, as editors do.
-        reason = f"not valid JSON: {error.msg}"
-        bad_records.append(BadRecord(file, "", reason, line=error.lineno, column=error.colno))
+        reason = f"not valid JSON at column {error.colno}: {error.msg}"
+        yield _file_row(text, error.pos, file, error.lineno, reason, max_field_bytes)
         return
-    yield from squad_questions(document, file, bad_records)
+    bad_records: list[_Bad] = []
+    yield from squad_questions(document, file, bad_records, max_field_bytes)
+    if not bad_records:
+        return
+    spans = element_spans(text)
+    newlines = [match.start() for match in re.finditer("\n", text)]
+    for bad in bad_records:
+        start, end = spans[bad.location]
+        raw = text[start : min(end, start + max_field_bytes)].encode("utf-8")
+        position = bad.location + (f" (id {bad.question_id})" if bad.question_id is not None else "")
+        yield QuarantinedRow(
+            file, bisect.bisect_left(newlines, start) + 1, "; ".join(bad.reasons),
+            raw[:max_field_bytes], position=position,
+            truncated=end - start > max_field_bytes or len(raw) > max_field_bytes,
+        )
 
 
-def read_squad(path: str) -> tuple[list[Question], list[BadRecord]]:
-    """Reads a local file (for tools and tests; the executor opens files through Beam's
-    FileSystems, so it also reads gs:// and compressed files)."""
-    bad_records: list[BadRecord] = []
+def read_squad(
+    path: str, max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES
+) -> tuple[list[Question], list[QuarantinedRow]]:
+    """Reads a local file: (questions, quarantined records). For tools and tests; the
+    executor opens files through Beam's FileSystems, so it also reads gs:// and .gz files."""
     with open(path, "rb") as stream:
-        questions = list(parse_squad(stream.read(), path, bad_records))
-    return questions, bad_records
-
-
-def write_bad_records(bad_records: Iterable[BadRecord], stream: Any) -> int:
-    """Writes JSON lines, sorted by file and position, to a binary stream; returns the count."""
-    count = 0
-    for bad in sorted(bad_records, key=BadRecord.sort_key):
-        stream.write((bad.to_json() + "\n").encode("utf-8"))
-        count += 1
-    return count
-
-
-def read_bad_records(stream: Any) -> Iterator[BadRecord]:
-    """Reads what `write_bad_records` wrote from a binary stream."""
-    for line in iter(stream.readline, b""):
-        if line.strip():
-            yield BadRecord.from_json(line.decode("utf-8"))
+        return split_rows(parse_squad(stream.read(), path, max_field_bytes))

@@ -6,7 +6,6 @@ second."""
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
 import subprocess
@@ -16,8 +15,14 @@ from typing import Any
 
 import pytest
 
+from components.quarantine import (
+    QuarantinedRow,
+    TooManyBadRowsError,
+    read_quarantine_file,
+    split_rows,
+)
 from components.squad_example_gen import squad
-from components.squad_example_gen.squad import BadRecord, Question, SquadFormatError
+from components.squad_example_gen.squad import Question, SquadFormatError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = REPO_ROOT / "data" / "squad"
@@ -54,15 +59,14 @@ def good_document() -> dict[str, Any]:
     )
 
 
-def parse(value: Any, file: str = "in.json") -> tuple[list[Question], list[BadRecord]]:
-    """The questions and bad records of a document (a JSON value, or the file's bytes)."""
+def parse(value: Any, file: str = "in.json") -> tuple[list[Question], list[QuarantinedRow]]:
+    """The questions and quarantined records of a document (a JSON value, or the file's
+    bytes; a value is written on one line, so every record is on line 1)."""
     data = value if isinstance(value, bytes) else json.dumps(value, ensure_ascii=False).encode()
-    bad_records: list[BadRecord] = []
-    questions = list(squad.parse_squad(data, file, bad_records))
-    return questions, bad_records
+    return split_rows(squad.parse_squad(data, file))
 
 
-def described(bad_records: list[BadRecord]) -> list[str]:
+def described(bad_records: list[QuarantinedRow]) -> list[str]:
     return [bad.describe() for bad in bad_records]
 
 
@@ -117,7 +121,7 @@ def test_answer_starts_are_code_points_not_utf8_bytes():
     questions, bad = parse(in_bytes)
     assert questions == []
     assert described(bad) == [
-        "in.json: data[0].paragraphs[0].qas[0] (id q1): answers[0].answer_start: 13 points at "
+        "in.json:1: data[0].paragraphs[0].qas[0] (id q1): answers[0].answer_start: 13 points at "
         "'l, Be', not at the answer text 'Basel'; the text occurs at 9"
     ]
 
@@ -129,11 +133,11 @@ def test_a_wrong_answer_start_names_the_json_position_and_id_and_keeps_the_recor
     questions, bad = parse(value, "/data/dev.json")
     assert [q.id for q in questions] == ["q1", "q3", "q4"]  # Only q2 is dropped.
     assert described(bad) == [
-        "/data/dev.json: data[0].paragraphs[0].qas[1] (id q2): answers[0].answer_start: 41 "
+        "/data/dev.json:1: data[0].paragraphs[0].qas[1] (id q2): answers[0].answer_start: 41 "
         "points at ' Franc', not at the answer text 'France'; the text occurs at 42"
     ]
     # The rejected question, as it was, so nothing is lost.
-    assert json.loads(bad[0].record) == value["data"][0]["paragraphs"][0]["qas"][1]
+    assert json.loads(bad[0].raw) == value["data"][0]["paragraphs"][0]["qas"][1]
 
 
 def test_a_file_that_is_not_json_names_line_and_column():
@@ -141,17 +145,18 @@ def test_a_file_that_is_not_json_names_line_and_column():
     data = b'{"version": "1.1",\n "data": [\n  {"id": "x" "question": "?"}]}\n'
     questions, bad = parse(data, "/data/broken.json")
     assert questions == []
-    assert described(bad) == ["/data/broken.json:3:14: not valid JSON: Expecting ',' delimiter"]
-    assert (bad[0].line, bad[0].column, bad[0].location, bad[0].record) == (3, 14, "", "")
+    assert described(bad) == ["/data/broken.json:3: not valid JSON at column 14: Expecting ',' delimiter"]
+    assert (bad[0].line, bad[0].position, bad[0].raw) == (3, None, b'  {"id": "x" "question": "?"}]}')
 
 
 def test_columns_count_characters_and_invalid_utf8_is_located():
     # `{"data": ["é" 1]}`: the "1" is character 15 (byte 16, as "é" is 2 bytes).
     _, bad = parse('{"data": ["é" 1]}'.encode())
-    assert described(bad) == ["in.json:1:15: not valid JSON: Expecting ',' delimiter"]
+    assert described(bad) == ["in.json:1: not valid JSON at column 15: Expecting ',' delimiter"]
     # Byte 15 of the file (0xff) is on line 2 after `"éx`, 3 characters (4 bytes): column 4.
     _, bad = parse('{"data": [\n"éx'.encode() + b"\xff" + b'"]}')
-    assert described(bad) == ["in.json:2:4: invalid UTF-8 (byte 15)"]
+    assert described(bad) == ["in.json:2: not UTF-8: byte 0xff at column 4"]
+    assert bad[0].raw == '"éx'.encode() + b'\xff"]}'
 
 
 def test_a_utf8_byte_order_mark_is_ignored():
@@ -197,7 +202,7 @@ def test_each_bad_question_is_reported_and_only_it_is_dropped(change, reason: st
     change(value["data"][0]["paragraphs"][0]["qas"][1])  # q2, "France" at 42.
     questions, bad = parse(value)
     assert [q.id for q in questions] == ["q1", "q3", "q4"]
-    assert described(bad) == [f"in.json: data[0].paragraphs[0].qas[1] (id q2): {reason}"]
+    assert described(bad) == [f"in.json:1: data[0].paragraphs[0].qas[1] (id q2): {reason}"]
 
 
 def test_every_reason_of_a_question_is_given_and_a_bad_id_is_left_out_of_the_message():
@@ -209,7 +214,7 @@ def test_every_reason_of_a_question_is_given_and_a_bad_id_is_left_out_of_the_mes
     questions, bad = parse(value)
     assert [q.id for q in questions] == ["q1", "q2", "q3"]
     assert described(bad) == [
-        "in.json: data[1].paragraphs[0].qas[0]: id: expected a string, got 12 (a number); "
+        "in.json:1: data[1].paragraphs[0].qas[0]: id: expected a string, got 12 (a number); "
         "question: missing; answers[1].answer_start: missing"
     ]
 
@@ -223,12 +228,12 @@ def test_a_bad_paragraph_or_article_is_one_record_and_its_questions_are_dropped(
     questions, bad = parse(value)
     assert questions == []
     assert described(bad) == [
-        "in.json: data[0].paragraphs[0]: context: empty",
-        "in.json: data[0].paragraphs[1]: qas: empty",
-        "in.json: data[1]: title: missing",
-        "in.json: data[2]: expected an object, got 'an article' (a string)",
+        "in.json:1: data[0].paragraphs[0]: context: empty",
+        "in.json:1: data[0].paragraphs[1]: qas: empty",
+        "in.json:1: data[1]: title: missing",
+        "in.json:1: data[2]: expected an object, got 'an article' (a string)",
     ]
-    assert json.loads(bad[2].record) == value["data"][1]  # The whole article is kept.
+    assert json.loads(bad[2].raw) == value["data"][1]  # The whole article is kept.
 
 
 @pytest.mark.parametrize(
@@ -243,7 +248,7 @@ def test_a_bad_paragraph_or_article_is_one_record_and_its_questions_are_dropped(
 def test_a_document_without_a_data_list_is_one_record(value: Any, reason: str):
     questions, bad = parse(value)
     assert questions == []
-    assert described(bad) == [f"in.json: (top level): {reason}"]
+    assert described(bad) == [f"in.json:1: (top level): {reason}"]
 
 
 def test_an_id_used_twice_in_a_file_drops_the_second_question():
@@ -252,7 +257,7 @@ def test_an_id_used_twice_in_a_file_drops_the_second_question():
     questions, bad = parse(value)
     assert [q.id for q in questions] == ["q1", "q2", "q3"]
     assert described(bad) == [
-        "in.json: data[1].paragraphs[0].qas[0] (id q1): id: also the id of "
+        "in.json:1: data[1].paragraphs[0].qas[0] (id q1): id: also the id of "
         "data[0].paragraphs[0].qas[0]"
     ]
 
@@ -273,43 +278,52 @@ def test_long_texts_are_shortened_in_reasons():
     assert f"got '{'y' * 37}...' (a string)" in bad[0].reason
 
 
-def test_bad_records_round_trip_through_json_lines_sorted_by_position():
-    records = [
-        BadRecord("b.json", "data[0]", "title: missing", record='{"paragraphs": []}'),
-        BadRecord("a.json", "data[10].paragraphs[0].qas[0]", "question: empty", "q10",
-                  record='{"id": "q10", "question": ""}'),
-        BadRecord("a.json", "data[2].paragraphs[0].qas[1]", "answers: empty", "q2é",
-                  record='{"id": "q2é", "answers": []}'),
-        BadRecord("a.json", "", "not valid JSON: Expecting value", line=3, column=1),
+def test_each_record_names_the_line_where_it_starts_and_keeps_its_text_as_in_the_file():
+    value = good_document()
+    value["data"][0]["paragraphs"][0]["qas"][1]["answers"] = []
+    del value["data"][1]["title"]
+    # Indented: q2's object opens on line 24, the second article's on line 48.
+    data = json.dumps(value, indent=1, ensure_ascii=False).encode()
+    assert data.splitlines()[23:25] == [b"      {", b'       "id": "q2",']
+    assert data.splitlines()[47:49] == [b"  {", b'   "paragraphs": [']
+    questions, bad = parse(data)
+    assert [q.id for q in questions] == ["q1", "q3"]
+    assert [(b.line, b.position, b.reason) for b in bad] == [
+        (24, "data[0].paragraphs[0].qas[1] (id q2)", "answers: empty"),
+        (48, "data[1]", "title: missing"),
     ]
-    stream = io.BytesIO()
-    assert squad.write_bad_records(records, stream) == 4
-    lines = stream.getvalue().decode("utf-8").splitlines()
-    assert json.loads(lines[1])["record"] == {"id": "q2é", "answers": []}  # Nested, not a string.
-    stream.seek(0)
-    assert list(squad.read_bad_records(stream)) == [records[3], records[2], records[1], records[0]]
+    assert bad[0].describe() == "in.json:24: data[0].paragraphs[0].qas[1] (id q2): answers: empty"
+    # `raw` is the record's text as it is in the file, from its opening brace to its closing.
+    assert bad[0].raw == (b'{\n       "id": "q2",\n       "question": "Which country?",\n'
+                          b'       "answers": []\n      }')
+    assert json.loads(bad[1].raw) == value["data"][1]
 
 
-def test_format_error_lists_the_first_ten_and_the_total():
+def test_a_field_over_max_field_bytes_makes_its_record_bad():
+    value = good_document()
+    value["data"][0]["paragraphs"][1]["qas"][0]["question"] = "Who? " * 30
+    data = json.dumps(value).encode()
+    questions, bad = split_rows(squad.parse_squad(data, "in.json", max_field_bytes=100))
+    assert [q.id for q in questions] == ["q1", "q2", "q4"]
+    assert described(bad) == [
+        "in.json:1: data[0].paragraphs[1].qas[0] (id q3): question: 150 bytes, over "
+        "data.max_field_bytes (100)"]
+    assert (len(bad[0].raw), bad[0].truncated) == (100, True)
+
+
+def test_format_error_for_tools_lists_the_first_ten_and_the_total():
     records = [
-        BadRecord("/d/dev.json", f"data[0].paragraphs[0].qas[{k}]", "answers: empty", f"q{k}")
+        QuarantinedRow("/d/dev.json", 1, "answers: empty", position=f"data[0].paragraphs[0].qas[{k}] (id q{k})")
         for k in range(12)
     ]
-    error = SquadFormatError(records[:10], total=12)
+    error = SquadFormatError(records)
     message = str(error).splitlines()
-    assert message[0] == error.summary == (
-        "12 bad records in the SQuAD input (their questions dropped); the first 10:"
-    )
-    assert message[1] == "  /d/dev.json: data[0].paragraphs[0].qas[0] (id q0): answers: empty"
+    assert message[0] == error.summary == "12 bad rows in the SQuAD input; the first 10:"
+    assert message[1] == "  /d/dev.json:1: data[0].paragraphs[0].qas[0] (id q0): answers: empty"
     assert message[-1] == "  ... and 2 more"
     assert len(message) == 12
     copied = pickle.loads(pickle.dumps(error))  # Errors may cross process boundaries.
-    assert (str(copied), copied.total, copied.bad_records) == (str(error), 12, records[:10])
-    single = SquadFormatError(records[:1])
-    assert str(single) == (
-        "1 bad record in the SQuAD input (their questions dropped):\n"
-        "  /d/dev.json: data[0].paragraphs[0].qas[0] (id q0): answers: empty"
-    )
+    assert (str(copied), copied.total, copied.rows) == (str(error), 12, records[:10])
 
 
 def test_the_shipped_sample_reads_without_bad_records_and_splits_by_article():
@@ -356,8 +370,9 @@ def test_executor_hash_splits_by_title_so_no_article_is_in_both_splits(tmp_path:
     examples.uri = str(tmp_path / "out")
     squad_executor.Executor().Do({}, {"examples": [examples]}, dict(component.exec_properties))
 
-    assert examples.get_int_custom_property("bad_record_count") == 0
-    assert (tmp_path / "out" / "bad_records.jsonl").read_bytes() == b""
+    assert examples.get_int_custom_property("rows_read") == 60
+    assert examples.get_int_custom_property("rows_quarantined") == 0
+    assert (tmp_path / "out.quarantine.jsonl").read_bytes() == b""
     splits: dict[str, list[dict[str, list]]] = {}
     for split in ("train", "eval"):
         files = sorted(str(p) for p in (tmp_path / "out" / f"Split-{split}").glob("*.gz"))
@@ -396,11 +411,9 @@ def test_many_articles_fixture_is_valid():
 
 
 @pytest.mark.slow
-def test_executor_with_train_eval_files_keeps_bad_records_in_the_artifact_and_fails(
-    tmp_path: Path,
-):
+def test_executor_with_train_eval_files_quarantines_bad_records_and_fails(tmp_path: Path):
     # Explicit input splits (no hash split). Run outside a pipeline, the artifact directory
-    # stays (TFX deletes a failed execution's outputs), so bad_records.jsonl can be read.
+    # stays (TFX deletes a failed execution's outputs), so the examples can be read too.
     import tensorflow as tf
     from tfx.proto import example_gen_pb2
     from tfx.types import standard_artifacts
@@ -423,19 +436,20 @@ def test_executor_with_train_eval_files_keeps_bad_records_in_the_artifact_and_fa
 
     eval_path = str(tmp_path / "in" / "eval.json")
     expected = (
-        f"{eval_path}: data[1].paragraphs[0].qas[0] (id q4): answers[0].answer_start: 12 points "
-        f"at ' Switzerlan', not at the answer text 'Switzerland'; the text occurs at 13"
+        f"{eval_path}:1: data[1].paragraphs[0].qas[0] (id q4): answers[0].answer_start: 12 "
+        f"points at ' Switzerlan', not at the answer text 'Switzerland'; the text occurs at 13"
     )
-    with pytest.raises(SquadFormatError) as raised:
+    with pytest.raises(TooManyBadRowsError) as raised:
         squad_executor.Executor().Do({}, {"examples": [examples]}, dict(component.exec_properties))
+    quarantine_file = str(tmp_path / "out.quarantine.jsonl")
     assert str(raised.value) == (
-        f"1 bad record in the SQuAD input (their questions dropped):\n  {expected}"
+        f"1 of 8 rows read (12.5%) were quarantined, over data.max_bad_fraction 0 (0%); "
+        f"all are in {quarantine_file}:\n  {expected}"
     )
-    assert examples.get_int_custom_property("bad_record_count") == 1
-    with open(tmp_path / "out" / "bad_records.jsonl", "rb") as stream:
-        [bad] = squad.read_bad_records(stream)
+    assert examples.get_int_custom_property("rows_quarantined") == 1
+    [bad] = read_quarantine_file(quarantine_file)
     assert bad.describe() == expected
-    assert json.loads(bad.record) == broken["data"][1]["paragraphs"][0]["qas"][0]
+    assert json.loads(bad.raw) == broken["data"][1]["paragraphs"][0]["qas"][0]
     for split, count in (("train", 4), ("eval", 3)):  # q4 of eval dropped.
         files = [str(p) for p in (tmp_path / "out" / f"Split-{split}").glob("*.gz")]
         assert sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP")) == count

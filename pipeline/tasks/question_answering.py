@@ -95,6 +95,9 @@ class QuestionAnsweringTask(Task):
         from serving.question_answering_features import TITLE
 
         data = config.data
+        # Bad records are quarantined; the run stops only above data.max_bad_fraction.
+        limits = {"max_bad_fraction": data.max_bad_fraction,
+                  "max_field_bytes": data.max_field_bytes}
         if data.splits is not None:
             return SquadExampleGen(
                 input_base=data.input_dir,
@@ -102,6 +105,7 @@ class QuestionAnsweringTask(Task):
                     tfx.proto.Input.Split(name=name, pattern=pattern)
                     for name, pattern in data.splits.items()
                 ]),
+                **limits,
             )
         return SquadExampleGen(
             input_base=data.input_dir,
@@ -114,6 +118,7 @@ class QuestionAnsweringTask(Task):
                 ],
                 partition_feature_name=TITLE,  # by article: no paragraph in both splits
             )),
+            **limits,
         )
 
     def schema(self, config: QuestionAnsweringConfig):
