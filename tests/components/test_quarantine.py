@@ -22,8 +22,10 @@ from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from tfx.proto import example_gen_pb2
 
 from components import quarantine
+from components.conll_example_gen.component import ConllExampleGen
 from components.csv_example_gen.component import CsvExampleGen
 from components.quarantine import TooManyBadRowsError, read_quarantine_file
+from components.squad_example_gen.component import SquadExampleGen
 
 pytestmark = pytest.mark.slow
 
@@ -188,3 +190,85 @@ def test_csv_over_the_threshold_fails_naming_the_quarantine_file_which_survives(
     config.sqlite.filename_uri = str(tmp_path / "mlmd.sqlite")
     [execution] = metadata_store.MetadataStore(config).get_executions()
     assert execution.last_known_state == metadata_store_pb2.Execution.FAILED
+
+
+# CoNLL and SQuAD under a threshold: the same executor base, their own rows. ---------------
+
+
+def test_conll_under_the_threshold_quarantines_each_bad_sentence(tmp_path: Path):
+    base = tmp_path / "ner"
+    base.mkdir()
+    train = base / "train.conll"
+    train.write_bytes(
+        b"Ada\tB-PER\nvisited\tO\n\n"            # 1-2 good
+        b"Bob\tB-animal\nran\tO\n\n"             # 4: a type outside entity_types
+        b"Caf\xe9\tO\n\n"                        # 7: not UTF-8
+        b"Zurich\tB-LOC\n\n"                     # 9 good
+        + b"w" * 300 + b"\tO\n\n"                # 11: over max_field_bytes
+        b"Paris\tB-LOC\tX\n"                     # 13: 3 columns
+    )
+    (base / "eval.conll").write_text("Bern\tB-LOC\n")
+    example_gen = ConllExampleGen(
+        str(base), _splits(train="train.conll", eval="eval.conll"),
+        entity_types=["PER", "LOC"], max_bad_fraction=0.75, max_field_bytes=200)
+
+    examples = _examples(_run(tmp_path, example_gen))
+
+    assert _counts(examples) == {"rows_read": 7, "rows_kept": 3, "rows_quarantined": 4}
+    quarantine_file = examples.custom_properties[quarantine.QUARANTINE_FILE_PROPERTY].string_value
+    assert os.path.dirname(quarantine_file) == str(tmp_path / "root" / "ConllExampleGen" / "quarantine")
+    rows = read_quarantine_file(quarantine_file)
+    assert [(row.file, row.line, row.reason) for row in rows] == [
+        (str(train), 4, "entity type 'animal' of tag 'B-animal' is not one of the configured "
+                        "types (PER, LOC)"),
+        (str(train), 7, "not UTF-8: byte 0xe9 at column 4"),
+        (str(train), 11, "line is 302 bytes, over data.max_field_bytes (200)"),
+        (str(train), 13, "3 columns, but the file's first token line (line 1) has 2"),
+    ]
+    assert rows[0].raw == b"Bob\tB-animal\nran\tO"  # the whole sentence
+    assert sorted(row["tokens"] for row in _read_split(examples.uri, "train")) == [
+        [b"Ada", b"visited"], [b"Zurich"]]
+    assert _read_split(examples.uri, "eval") == [{"tokens": [b"Bern"], "tags": [b"B-LOC"]}]
+
+
+def test_squad_under_the_threshold_quarantines_each_bad_record(tmp_path: Path):
+    base = tmp_path / "squad"
+    base.mkdir()
+    context = "The Normans were in Normandy, a region in France."
+
+    def question(qid: str, text: str, start: int) -> dict:
+        return {"id": qid, "question": f"{qid}?", "answers": [{"text": text, "answer_start": start}]}
+
+    document = {"data": [
+        {"title": "Normans", "paragraphs": [{"context": context, "qas": [
+            question("q1", "Normandy", 20),
+            question("q2", "France", 41),  # off by one
+            question("q3", "France", 42),
+        ]}]},
+        {"title": "Empty", "paragraphs": [{"context": "", "qas": [question("q4", "x", 0)]}]},
+    ]}
+    good = base / "good.json"
+    good.write_text(json.dumps(document, indent=1))
+    broken = base / "broken.json"
+    broken.write_text('{"data": [\n  {"title": "x",, }]}\n')
+    example_gen = SquadExampleGen(
+        str(base), _splits(train="good.json", eval="broken.json"), max_bad_fraction=0.8)
+
+    examples = _examples(_run(tmp_path, example_gen))
+
+    assert _counts(examples) == {"rows_read": 5, "rows_kept": 2, "rows_quarantined": 3}
+    rows = read_quarantine_file(
+        examples.custom_properties[quarantine.QUARANTINE_FILE_PROPERTY].string_value)
+    lines = good.read_text().splitlines()
+    # Indented JSON: q2's object opens on line 19, the bad paragraph's on line 46.
+    assert (lines[18:20], lines[45:47]) == (["      {", '       "id": "q2",'],
+                                            ["    {", '     "context": "",'])
+    assert [row.describe() for row in rows] == [
+        f"{broken}:2: not valid JSON at column 17: Expecting property name enclosed in double quotes",
+        f"{good}:19: data[0].paragraphs[0].qas[1] (id q2): answers[0].answer_start: 41 "
+        "points at ' Franc', not at the answer text 'France'; the text occurs at 42",
+        f"{good}:46: data[1].paragraphs[0]: context: empty",
+    ]
+    assert rows[0].raw == b'  {"title": "x",, }]}'
+    assert json.loads(rows[1].raw) == document["data"][0]["paragraphs"][0]["qas"][1]
+    assert sorted(row["id"][0] for row in _read_split(examples.uri, "train")) == [b"q1", b"q3"]
