@@ -56,8 +56,8 @@ import keras
 import keras_hub
 
 from bert_keras.backbone import GELU, get_activation
+from bert_keras.head_model import FEATURES, head_dtype
 
-FEATURES = ("token_ids", "segment_ids", "padding_mask")
 MLM_OUTPUT = "mlm_logits"
 NSP_OUTPUT = "nsp_logits"
 # Model input name -> the name Google's pretraining data (and ours) gives it.
@@ -67,11 +67,6 @@ _FEATURE_ALIASES = {
     "padding_mask": "input_mask",
     "masked_lm_positions": "masked_lm_positions",
 }
-
-
-def _head_dtype(backbone) -> str | keras.DTypePolicy:
-    policy = backbone.dtype_policy
-    return "float32" if policy.compute_dtype != policy.variable_dtype else policy
 
 
 @keras.saving.register_keras_serializable(package="bert_keras")
@@ -105,13 +100,13 @@ class BertPretrainer(keras.Model):
             kernel_initializer=initializer,
             # float32 heads under mixed precision: the tied projection's bfloat16 output is
             # cast up before the float32 bias is added, and the losses see float32 logits.
-            dtype=_head_dtype(backbone),
+            dtype=head_dtype(backbone),
             name="masked_lm_head",
         )
         self.next_sentence_head = keras.layers.Dense(
             2,
             kernel_initializer=initializer,
-            dtype=_head_dtype(backbone),
+            dtype=head_dtype(backbone),
             name="next_sentence_head",
         )
 

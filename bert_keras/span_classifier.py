@@ -33,7 +33,7 @@ from __future__ import annotations
 import keras
 import keras_hub
 
-from bert_keras.token_classifier import FEATURES, _head_dtype
+from bert_keras.head_model import FEATURES, BertHeadModel, head_dtype
 
 START_LOGITS = "start_logits"
 END_LOGITS = "end_logits"
@@ -42,7 +42,7 @@ PADDING_LOGIT = -1e9
 
 
 @keras.saving.register_keras_serializable(package="bert_keras")
-class BertSpanClassifier(keras.Model):
+class BertSpanClassifier(BertHeadModel):
     """A BERT backbone with BERT's SQuAD span head (start and end logit per token).
 
     Args:
@@ -53,6 +53,8 @@ class BertSpanClassifier(keras.Model):
     Inputs: dict of int32 `token_ids`, `segment_ids`, `padding_mask` [batch, seq].
     Outputs: dict of float32 `start_logits`, `end_logits` [batch, seq].
     """
+
+    config_args = ("dropout", "initializer_range")
 
     def __init__(
         self,
@@ -70,7 +72,7 @@ class BertSpanClassifier(keras.Model):
             2,
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=initializer_range),
             # float32 logits under mixed precision, for a stable softmax and loss.
-            dtype=_head_dtype(backbone),
+            dtype=head_dtype(backbone),
             name="span_logits",
         )
         # The [CLS] pooler gets no gradient; freezing it keeps Keras from warning about it.
@@ -92,30 +94,6 @@ class BertSpanClassifier(keras.Model):
         # === Config ===
         self.dropout = dropout
         self.initializer_range = initializer_range
-
-    def __setattr__(self, name, value):
-        # As KerasHub's Task: on torch, layers are set before `Module.__init__` has run.
-        uninitialized = not hasattr(self, "_initialized")
-        if keras.config.backend() == "torch" and uninitialized:
-            return object.__setattr__(self, name, value)
-        return super().__setattr__(name, value)
-
-    def get_config(self) -> dict:
-        # Not the functional config: the constructor arguments, as KerasHub tasks do.
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.layers.serialize(self.backbone),
-            "dropout": self.dropout,
-            "initializer_range": self.initializer_range,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict) -> BertSpanClassifier:
-        config = dict(config)
-        if isinstance(config.get("backbone"), dict):
-            config["backbone"] = keras.layers.deserialize(config["backbone"])
-        return cls(**config)
 
 
 def build_span_classifier(

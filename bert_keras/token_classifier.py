@@ -32,11 +32,11 @@ from __future__ import annotations
 import keras
 import keras_hub
 
-FEATURES = ("token_ids", "segment_ids", "padding_mask")
+from bert_keras.head_model import FEATURES, BertHeadModel, head_dtype
 
 
 @keras.saving.register_keras_serializable(package="bert_keras")
-class BertTokenClassifier(keras.Model):
+class BertTokenClassifier(BertHeadModel):
     """A BERT backbone with a per-token Dense head.
 
     Args:
@@ -48,6 +48,8 @@ class BertTokenClassifier(keras.Model):
     Inputs: dict of int32 `token_ids`, `segment_ids`, `padding_mask` [batch, seq].
     Output: logits [batch, seq, num_labels] (no softmax; the serving export applies it).
     """
+
+    config_args = ("num_labels", "dropout", "initializer_range")
 
     def __init__(
         self,
@@ -68,7 +70,7 @@ class BertTokenClassifier(keras.Model):
             num_labels,
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=initializer_range),
             # float32 logits under mixed precision, for a stable softmax and loss.
-            dtype=_head_dtype(backbone),
+            dtype=head_dtype(backbone),
             name="logits",
         )
         # The [CLS] pooler gets no gradient; freezing it keeps Keras from warning about it.
@@ -86,32 +88,6 @@ class BertTokenClassifier(keras.Model):
         self.num_labels = num_labels
         self.dropout = dropout
         self.initializer_range = initializer_range
-
-    def __setattr__(self, name, value):
-        # As KerasHub's Task: on torch, layers are set before `Module.__init__` has run; the
-        # functional graph tracks all the state anyway.
-        uninitialized = not hasattr(self, "_initialized")
-        if keras.config.backend() == "torch" and uninitialized:
-            return object.__setattr__(self, name, value)
-        return super().__setattr__(name, value)
-
-    def get_config(self) -> dict:
-        # Not the functional config: the constructor arguments, as KerasHub tasks do.
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.layers.serialize(self.backbone),
-            "num_labels": self.num_labels,
-            "dropout": self.dropout,
-            "initializer_range": self.initializer_range,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict) -> BertTokenClassifier:
-        config = dict(config)
-        if isinstance(config.get("backbone"), dict):
-            config["backbone"] = keras.layers.deserialize(config["backbone"])
-        return cls(**config)
 
 
 def build_token_classifier(
@@ -133,7 +109,3 @@ def token_classification_loss() -> keras.losses.Loss:
         from_logits=True, reduction="mean_with_sample_weight", name="token_classification_loss"
     )
 
-
-def _head_dtype(backbone) -> str | keras.DTypePolicy:
-    policy = backbone.dtype_policy
-    return "float32" if policy.compute_dtype != policy.variable_dtype else policy
