@@ -17,15 +17,12 @@ import pytest
 from pipeline_runs import printed_metrics, run_pipeline
 
 from pipeline import exit_codes
+from serving.export import SERVING_TEXT_OPS, op_sources
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 TYPES = ["person", "location", "group", "creative-work", "corporation", "product"]
-SERVING_TEXT_OPS = {
-    "CaseFoldUTF8", "NormalizeUTF8", "RegexSplitWithOffsets",
-    "FastWordpieceTokenizeWithOffsets", "WordpieceTokenizeWithOffsets",
-}
 
 
 def _sentences(path: Path, count: int) -> str:
@@ -96,8 +93,6 @@ def test_pushed_ner_model_serves_in_a_process_with_only_tensorflow_and_text(work
         import json, sys
         import tensorflow as tf
         import tensorflow_text  # registers the tokenizer kernels, as TF Serving links them
-        from tensorflow.core.protobuf import saved_model_pb2
-        from tensorflow.python.framework import op_def_registry
         model = tf.saved_model.load(sys.argv[1])
         out = model.signatures["serving_default"](text=tf.constant([sys.argv[2], ""]))
         example = tf.train.Example(features=tf.train.Features(feature={"tokens":
@@ -110,13 +105,6 @@ def test_pushed_ner_model_serves_in_a_process_with_only_tensorflow_and_text(work
             signature = graph.signature_def["serving_default"]
             session_count = session.run(signature.outputs["num_entities"].name,
                                         {signature.inputs["text"].name: [sys.argv[2]]}).tolist()
-        proto = saved_model_pb2.SavedModel()
-        proto.ParseFromString(open(sys.argv[1] + "/saved_model.pb", "rb").read())
-        ops = set()
-        for graph_def in (g.graph_def for g in proto.meta_graphs):
-            ops.update(n.op for n in graph_def.node)
-            for function in graph_def.library.function:
-                ops.update(n.op for n in function.node_def)
         print(json.dumps({
             "outputs": {k: [v.dtype.name, v.shape.as_list()] for k, v in out.items()},
             "start": out["entity_start"].numpy().tolist(),
@@ -125,7 +113,6 @@ def test_pushed_ner_model_serves_in_a_process_with_only_tensorflow_and_text(work
             "count": out["num_entities"].numpy().tolist(),
             "session_count": session_count,
             "token_labels": [x.decode() for x in tagged["token_labels"].numpy()[0]],
-            "ops": sorted(ops),
             "modules": sorted(m for m in sys.modules if m.split(".")[0] in
                               ("keras_hub", "bert_keras", "tfx", "serving", "pipeline")),
         }))
@@ -150,9 +137,11 @@ def test_pushed_ner_model_serves_in_a_process_with_only_tensorflow_and_text(work
     # One IOB2 tag per input word.
     assert len(out["token_labels"]) == len(text.split())
     assert all(t == "O" or t[:2] in ("B-", "I-") for t in out["token_labels"])
-    known = {op for op in out["ops"] if op not in SERVING_TEXT_OPS}
-    assert not {"PyFunc", "EagerPyFunc", "PyFuncStateless"} & known
-    assert "FastWordpieceTokenizeWithOffsets" in out["ops"]
+    ops = op_sources(str(version))  # classified in a fresh process
+    assert ops["unknown"] == []
+    assert not {"PyFunc", "EagerPyFunc", "PyFuncStateless"} & set(ops["core"])
+    assert set(ops["text"]) <= SERVING_TEXT_OPS
+    assert "FastWordpieceTokenizeWithOffsets" in ops["text"]
 
 
 def test_evaluator_metrics_are_the_pushed_models_from_examples_predictions(workspace,
