@@ -24,13 +24,6 @@ from pipeline import exit_codes
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
-# TF Serving links these tensorflow-text kernels; any other non-core op would not load there.
-SERVING_TEXT_OPS = {
-    "CaseFoldUTF8", "NormalizeUTF8", "RegexSplitWithOffsets",
-    "FastWordpieceTokenizeWithOffsets", "WordpieceTokenizeWithOffsets",
-}
-
-
 def _copy_rows(source: Path, target: Path, rows: int) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with source.open(encoding="utf-8") as f:
@@ -186,38 +179,22 @@ def test_pushed_model_serves_in_a_process_with_only_tensorflow_and_text(workspac
 
 
 def test_pushed_graph_uses_only_core_tensorflow_and_serving_text_ops(workspace, first_run):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from serving.export import SERVING_TEXT_OPS, op_sources
+
     version_dir = workspace / "serving" / "sst2" / _versions(workspace)[0]
-    script = textwrap.dedent("""
-        import json, sys
-        import tensorflow as tf
-        from tensorflow.core.protobuf import saved_model_pb2
-        from tensorflow.python.framework import op_def_registry
-        proto = saved_model_pb2.SavedModel()
-        proto.ParseFromString(open(sys.argv[1] + "/saved_model.pb", "rb").read())
-        ops = set()
-        for graph in proto.meta_graphs:
-            ops.update(n.op for n in graph.graph_def.node)
-            for function in graph.graph_def.library.function:
-                ops.update(n.op for n in function.node_def)
-        core = {op for op in ops if op_def_registry.get(op) is not None}
-        import tensorflow_text
-        text = {op for op in ops - core if op_def_registry.get(op) is not None}
-        methods = {k: v.method_name for k, v in proto.meta_graphs[0].signature_def.items()}
-        print(json.dumps({"core": sorted(core), "text": sorted(text),
-                          "unknown": sorted(ops - core - text), "methods": methods}))
-    """)
-    result = subprocess.run([sys.executable, "-c", script, str(version_dir)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    ops = json.loads(result.stdout.strip().splitlines()[-1])
+    ops = op_sources(str(version_dir))  # classified in a fresh process
     assert ops["unknown"] == []
     assert not {"PyFunc", "EagerPyFunc", "PyFuncStateless"} & set(ops["core"])
     assert set(ops["text"]) <= SERVING_TEXT_OPS
     assert "FastWordpieceTokenizeWithOffsets" in ops["text"]  # tokenization is in the graph
+    proto = saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
+    methods = {k: v.method_name for k, v in proto.meta_graphs[0].signature_def.items()}
     predict, classify = "tensorflow/serving/predict", "tensorflow/serving/classify"
-    assert ops["methods"]["serving_default"] == predict
-    assert ops["methods"]["from_examples"] == predict
-    assert ops["methods"]["classification"] == classify  # TF Serving's Classify API
+    assert methods["serving_default"] == predict
+    assert methods["from_examples"] == predict
+    assert methods["classification"] == classify  # TF Serving's Classify API
 
 
 def test_unchanged_rerun_reuses_the_cache_and_pushes_nothing(workspace, first_run):
@@ -275,32 +252,73 @@ def test_candidate_below_thresholds_or_baseline_is_not_pushed(workspace, first_r
     assert _versions(workspace) == before
 
 
-def test_bad_rows_stop_the_pipeline_at_example_validator(tmp_path):
+def _bad_rows_data(tmp_path: Path) -> Path:
+    """64 eval rows, and 64 train rows followed by three bad ones (train.csv lines 66-68)."""
     data = tmp_path / "bad"
     _copy_rows(REPO / "data/sst2/eval/eval.csv", data / "eval/eval.csv", 64)
     _copy_rows(REPO / "data/sst2/train/train.csv", data / "train/train.csv", 64)
     with (data / "train/train.csv").open("a", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["", 1])  # empty text
-        writer.writerow(["a film with no label", ""])
-        writer.writerow(["a label outside the classes", 7])
-    result = run_pipeline(_config(tmp_path, "sst2_bad", data), timeout=900)
+        writer.writerow(["", 1])  # empty text: a missing value, for the schema to catch
+        writer.writerow(["a film with no label", ""])  # quarantined
+        writer.writerow(["a label outside the classes", 7])  # quarantined
+    return data
+
+
+def _executed_nodes(metadata_path: Path) -> set[str]:
+    store = sqlite3.connect(metadata_path)
+    return {row[0] for row in store.execute(
+        "SELECT c.name FROM Context c JOIN Association a ON a.context_id = c.id "
+        "JOIN Type t ON c.type_id = t.id WHERE t.name = 'node'")}
+
+
+def test_bad_rows_stop_the_pipeline_at_example_validator(tmp_path):
+    data = _bad_rows_data(tmp_path)
+    config = _config(tmp_path, "sst2_bad", data)
+    # 2 of 131 rows are quarantined (1.5%): under the threshold, so ingestion goes on and the
+    # empty text (a good CSV row) is stopped by the schema.
+    text = config.read_text()
+    config.write_text(text.replace("classes: [negative, positive]}",
+                                   "classes: [negative, positive], max_bad_fraction: 0.05}"))
+    result = run_pipeline(config, timeout=900)
     assert result.returncode == 1
     error = result.stderr
     assert "stopped: DataValidationError" in error
     assert "split 'train', feature 'sentence'" in error
-    assert "split 'train', feature 'label'" in error
-    assert "Out-of-range values" in error or "out of range" in error.lower()
     assert "split 'eval'" not in error  # the clean split passes
-    # Nothing after ExampleValidator ran.
-    store = sqlite3.connect(tmp_path / "root/sst2_bad/metadata.sqlite")
-    executed = {row[0] for row in store.execute(
-        "SELECT c.name FROM Context c JOIN Association a ON a.context_id = c.id "
-        "JOIN Type t ON c.type_id = t.id WHERE t.name = 'node'")}
-    assert "sst2_bad.StrictExampleValidator" in executed
-    assert not {"sst2_bad.Transform", "sst2_bad.Trainer", "sst2_bad.Evaluator"} & executed
+    # Nothing after ExampleValidator ran (node contexts are named by the pipeline name).
+    executed = _executed_nodes(tmp_path / "root/sst2_bad/metadata.sqlite")
+    assert "sst2-bad.StrictExampleValidator" in executed
+    assert not {"sst2-bad.Transform", "sst2-bad.Trainer", "sst2-bad.Evaluator"} & executed
     assert not (tmp_path / "serving").exists()
     assert os.path.exists(tmp_path / "root/sst2_bad/StrictExampleValidator")
+    [quarantine] = (tmp_path / "root/sst2_bad/CsvExampleGen/quarantine").glob("*.jsonl")
+    rows = [json.loads(line) for line in quarantine.read_text().splitlines()]
+    assert [(row["line"], row["reason"]) for row in rows] == [
+        (67, "label is empty, expected an integer"),
+        (68, "label 7 is outside the 2 classes (0..1)"),
+    ]
+
+
+def test_bad_rows_over_max_bad_fraction_stop_the_run_at_ingestion(tmp_path):
+    data = _bad_rows_data(tmp_path)
+    result = run_pipeline(_config(tmp_path, "sst2_bad", data), timeout=900)  # threshold 0.0
+    assert result.returncode == 1
+    error = result.stderr
+    [quarantine] = (tmp_path / "root/sst2_bad/CsvExampleGen/quarantine").glob("*.jsonl")
+    train = data / "train/train.csv"
+    assert (
+        "stopped: TooManyBadRowsError: 2 of 131 rows read (1.5267%) were quarantined, over "
+        f"data.max_bad_fraction 0 (0%); all are in {quarantine}:\n"
+        f"  {train}:67: label is empty, expected an integer\n"
+        f"  {train}:68: label 7 is outside the 2 classes (0..1)"
+    ) in error
+    assert "Traceback" not in error
+    assert len(quarantine.read_text().splitlines()) == 2  # kept after the failed run
+    executed = _executed_nodes(tmp_path / "root/sst2_bad/metadata.sqlite")
+    assert "sst2-bad.CsvExampleGen" in executed
+    assert not {"sst2-bad.StatisticsGen", "sst2-bad.Transform", "sst2-bad.Trainer"} & executed
+    assert not (tmp_path / "serving").exists()
 
 
 def _encoder_versions(base: Path) -> dict[str, dict[str, object]]:

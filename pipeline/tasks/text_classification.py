@@ -1,7 +1,10 @@
 """Sentence (and sentence-pair) classification: CSV rows -> class probabilities.
 
-Ingestion: TFX's CsvExampleGen (`data.input_dir`, `train/*.csv`, `eval/*.csv`). Schema: the
-text is present in every row and the label is an integer index into `data.classes`.
+Ingestion: bertpipe's `CsvExampleGen` (`data.input_dir`, `train/*.csv`, `eval/*.csv`; a row
+that is not UTF-8, has a field over `data.max_field_bytes`, the wrong column count, an
+unterminated quote or a label that is not a class index is quarantined, and the run stops
+only above `data.max_bad_fraction`; see `components.quarantine`). Schema: the text is
+present in every row and the label is an integer index into `data.classes`.
 Evaluation: TFMA through the model's `from_examples` signature (accuracy, AUC, value
 thresholds and a change threshold against the latest blessed model). Export contract:
 `serving.export` (`text` -> `probabilities`, `label`).
@@ -149,12 +152,18 @@ class TextClassificationTask(Task):
     def example_gen(self, config: TextClassificationConfig):
         from tfx import v1 as tfx
 
-        return tfx.components.CsvExampleGen(
+        from components.csv_example_gen.component import CsvExampleGen
+
+        return CsvExampleGen(
             input_base=config.data.input_dir,
             input_config=tfx.proto.Input(splits=[
                 tfx.proto.Input.Split(name=name, pattern=pattern)
                 for name, pattern in config.data.splits.items()
             ]),
+            label_column=config.data.label_feature,
+            num_classes=len(config.data.classes),
+            max_bad_fraction=config.data.max_bad_fraction,
+            max_field_bytes=config.data.max_field_bytes,
         )
 
     def schema(self, config: TextClassificationConfig):
@@ -202,11 +211,15 @@ def bulk_inference(config: TextClassificationConfig, trainer, evaluator) -> list
     """Scores `scoring.input_dir` with the candidate, only if the Evaluator blessed it.
 
     Output: tf.Examples with the input columns plus `probabilities` and `predicted_label`.
+    The rows are read like the training data (bad rows quarantined, `data.max_bad_fraction`
+    and `data.max_field_bytes`), every column as text.
     """
     from tfx import v1 as tfx
     from tfx.proto import bulk_inferrer_pb2
 
-    unlabelled = tfx.components.CsvExampleGen(
+    from components.csv_example_gen.component import CsvExampleGen
+
+    unlabelled = CsvExampleGen(
         input_base=config.scoring.input_dir,
         input_config=tfx.proto.Input(
             splits=[tfx.proto.Input.Split(name="unlabelled", pattern=config.scoring.pattern)]
@@ -217,6 +230,8 @@ def bulk_inference(config: TextClassificationConfig, trainer, evaluator) -> list
                 splits=[tfx.proto.SplitConfig.Split(name="unlabelled", hash_buckets=1)]
             )
         ),
+        max_bad_fraction=config.data.max_bad_fraction,
+        max_field_bytes=config.data.max_field_bytes,
     ).with_id("UnlabelledExampleGen")
     columns = [
         bulk_inferrer_pb2.PredictOutputCol(output_key="probabilities",
