@@ -1,4 +1,4 @@
-"""Bad rows are quarantined, not fatal: the record, the limits, the error, and the one
+r"""Bad rows are quarantined, not fatal: the record, the limits, the error, and the one
 ExampleGen executor base that the CSV, CoNLL and SQuAD example gens share.
 
 A *row* is what one tf.Example is made from: a CSV record, a CoNLL sentence, a SQuAD
@@ -13,13 +13,13 @@ the Examples artifact (not in it: TFX deletes a failed execution's outputs):
 One JSON object a line (`QuarantinedRow.to_json`):
 
     {"file": "/data/train.csv", "line": 12, "position": null,
-     "reason": "not UTF-8: byte 0xff at column 9", "raw": "caf\\xff ol\\\\e,1",
+     "reason": "not UTF-8: byte 0xff at column 4", "raw": "caf\\xff ol\\\\e,1",
      "truncated": false}
 
 `line` is the 1-based physical line where the row starts (for CoNLL: its sentence's first
 bad line); `position` says where in a structured file it is (SQuAD:
 `data[0].paragraphs[2].qas[1] (id ...)`), else null. `raw` is the row's bytes as text:
-valid UTF-8 as it is, any other byte as `\\xHH`, and a backslash doubled, so
+valid UTF-8 as it is, any other byte as `\xHH`, and a backslash doubled, so
 `unescape_raw(record["raw"])` gives back the exact bytes; `truncated` says that `raw` is
 only the first `max_field_bytes` bytes of a longer row.
 
