@@ -12,6 +12,8 @@ import sys
 # name -> ("module:function", one-line help). Each function takes argv (list[str]) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pipeline.run_cli:main", "run a pipeline described by a YAML config"),
+    "compile": ("pipeline.compile_cli:main",
+                "write a config's pipeline for Airflow (a DAG file) or Vertex AI (a JSON spec)"),
     "runs": ("pipeline.history_cli:runs_main", "list a pipeline's past runs (ML Metadata)"),
     "rollback": ("pipeline.history_cli:rollback_main",
                  "serve an earlier pushed version again, as a new version"),
