@@ -49,13 +49,16 @@ def _compile_airflow(config, config_path: str, output: str) -> str:
 
 
 def _compile_vertex(config, output: str, image: str) -> str:
-    from pipeline.runners.vertex import compile_vertex, local_paths
+    from pipeline.runners.vertex import compile_vertex, local_paths, package_checkpoint_note
 
     path = compile_vertex(config, output, image=image)
     local = local_paths(config)
     if local:
         print(f"bertpipe: note: {', '.join(local)} are local paths; Vertex AI's containers "
               "see only gs:// URIs (and packages in the image)", file=sys.stderr)
+    note = package_checkpoint_note(config)
+    if note:
+        print(f"bertpipe: note: {note}", file=sys.stderr)
     return f"wrote Vertex AI pipeline {config.pipeline.name!r} (image {image}) to {path}"
 
 

@@ -13,9 +13,10 @@ and `runtimeConfig.gcsOutputDirectory` = `pipeline.root`. The image is built by 
 Submit the JSON with the Vertex AI SDK (`aiplatform.PipelineJob(template_path=...)`) or the
 console. Vertex keeps its own ML Metadata, so `pipeline.metadata_path` is not used there.
 
-Paths in the config are what the containers see: on Vertex, `gs://` URIs (or
-`package:NAME/subdir` for a checkpoint installed in the image). Local paths still compile
-(the shipped configs do), with a warning naming them.
+Paths in the config are what the containers see: on Vertex, `gs://` URIs. Local paths
+still compile (the shipped configs do), with a note naming them. A `package:NAME/subdir`
+checkpoint is resolved where the pipeline is built, so its path is the image's only when
+`bertpipe compile` runs inside the image (`package_checkpoint_note` says so otherwise).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import posixpath
 # The image the spec names unless `--image` says otherwise: what `docker build -t
 # bertpipe:latest .` makes. Vertex needs it pushed to a registry it can pull from.
 DEFAULT_IMAGE = "bertpipe:latest"
+# Where the Dockerfile installs Python packages in the image (its VIRTUAL_ENV).
+IMAGE_PREFIX = "/opt/bertpipe/venv"
 # Each component's container command: TFX's KFP v2 executor entry point, in the image's Python.
 CONTAINER_COMMAND = (
     "python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor",
@@ -68,6 +71,23 @@ def local_paths(config) -> list[str]:
         if isinstance(value, str) and "://" not in value and not value.startswith("package:"):
             found.append(dotted)
     return found
+
+
+def package_checkpoint_note(config) -> str | None:
+    """A note when `model.checkpoint` is `package:...`: the pipeline carries the path it
+    resolves to on the compiling machine (Transform and Trainer read the vocabulary and
+    weights there), which is the image's path only when compiling inside the image."""
+    spec = getattr(getattr(config, "model", None), "checkpoint", None) or ""
+    if not spec.startswith("package:"):
+        return None
+    from bert_keras.checkpoint import resolve_checkpoint
+
+    path = resolve_checkpoint(spec)
+    if path.startswith(IMAGE_PREFIX + "/"):
+        return None
+    return (f"model.checkpoint {spec!r} resolves to {path} here, a path the image does not "
+            f"have (its packages are under {IMAGE_PREFIX}); compile inside the image, e.g. "
+            f"docker run --rm -v \"$PWD:/work\" -w /work IMAGE bertpipe compile ...")
 
 
 def _split_output(output: str) -> tuple[str, str]:

