@@ -181,6 +181,7 @@ def test_module_config_carries_the_settings_and_the_code_fingerprint(tmp_path):
         "lower_case": False,  # model.lower_case, so the checkpoint is not even read
         "max_seq_length": 48,
         "dropout": 0.2,
+        "warm_start": "checkpoint",  # model.warm_start's default
         "pooling": "mean",
         "text_feature": "sentence",
         "second_text_feature": None,
