@@ -2,7 +2,8 @@
 rollbacks of the served model recorded there (`bertpipe rollback`).
 
 TFX records every run of a pipeline as a `pipeline_run` context holding the executions of
-that run (each also in its component's `node` context). A run's row is assembled from them:
+that run (each also in its component's `node` context; TFX's Airflow runner: a `run` context,
+the component in each execution's properties). A run's row is assembled from them:
 when it started, which spans it read (the Examples artifacts Transform read, or ExampleGen's
 when Transform did not run), how many rows ingestion read, kept and quarantined, the
 Evaluator's metrics, whether the candidate was blessed, and what the pusher did. A rollback
@@ -116,6 +117,17 @@ def run_history(config, read_metrics: bool = True) -> list[RunRecord]:
                            if _custom(e, "pipeline_name") == pipeline_name)
             continue
         executions = [e for e in executions if e.id in node_of]
+        if executions:
+            records.append(_run_record(store, config, run, executions, node_of, read_metrics,
+                                       mlmd))
+    # TFX's Airflow runner records a run as a `run` context named `<pipeline>.<run id>`, and
+    # the component in each execution's `component_id` property.
+    for run in store.get_contexts_by_type("run"):
+        if not run.name.startswith(prefix):
+            continue
+        executions = store.get_executions_by_context(run.id)
+        for execution in executions:
+            node_of[execution.id] = execution.properties["component_id"].string_value
         if executions:
             records.append(_run_record(store, config, run, executions, node_of, read_metrics,
                                        mlmd))

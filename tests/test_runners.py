@@ -388,3 +388,11 @@ def test_airflow_next_run_trains_on_both_spans_from_the_blessed_model(airflow_fi
     assert workspace.trainer_inputs() == {
         "examples": 2, "transform_graph": 1, "schema": 1, "base_model": 1}
     assert all((v / "saved_model.pb").is_file() for v in workspace.versions())
+    # `bertpipe runs` reads the Airflow runner's ML Metadata too.
+    history = _bertpipe("runs", str(workspace.root / "configs" / "airflow.yaml"), "--json",
+                        "--no-metrics", cwd=workspace.root)
+    assert history.returncode == 0, history.stderr[-3000:]
+    records = [json.loads(line) for line in history.stdout.splitlines()]
+    assert [(r["outcome"], r["spans"], r["warm_start"]) for r in records] == [
+        ("PUSHED", [1], "checkpoint"), ("PUSHED", [1, 2], "latest_blessed")]
+    assert [r["version"] for r in records] == [v.name for v in workspace.versions()]
