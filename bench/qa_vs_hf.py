@@ -141,7 +141,13 @@ def read_questions(args):
     if os.path.realpath(os.path.join(REPO, args.train)) == os.path.realpath(
             os.path.join(REPO, args.eval)):
         def is_eval(q):
-            return int(hashlib.md5(q.title.encode("utf-8")).hexdigest(), 16) % EVAL_BUCKETS == 0
+            # SquadExampleGen's default split (TFX's hash partition on the title feature:
+            # train buckets 0-3, eval bucket 4), so the eval questions are configs/squad.yaml's.
+            import tensorflow as tf
+
+            key = tf.train.Feature(bytes_list=tf.train.BytesList(value=[q.title.encode()]))
+            digest = hashlib.sha256(key.SerializeToString(deterministic=True)).hexdigest()
+            return int(digest, 16) % EVAL_BUCKETS == EVAL_BUCKETS - 1
         evaluation = [q for q in train if is_eval(q)]
         train = [q for q in train if not is_eval(q)]
     else:
