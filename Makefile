@@ -46,7 +46,7 @@ demo: setup
 
 # Test files run on TEST_WORKERS processes (pytest-xdist), a file's tests in one process (its
 # module fixtures, e.g. a pipeline run, are shared); most of an end-to-end test's time is
-# single-threaded (TFX, Beam, imports), so 2 workers on 2 cores finish sooner (BUILD.md).
+# single-threaded (TFX, Beam, imports), so 2 workers on 2 cores finish sooner (24 min for the suite on 2 idle cores, BUILD.md).
 TEST_WORKERS ?= 2
 
 test: setup-dev setup-airflow
