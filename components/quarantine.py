@@ -45,6 +45,7 @@ Example (a format's executor supplies only how one file becomes examples and bad
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import math
@@ -404,6 +405,23 @@ def make_custom_config(values: dict[str, Any]) -> Any:
     return custom_config
 
 
+def example_gen_arguments(executor_class: type, format_settings: dict[str, Any],
+                          limits: QuarantineSettings) -> dict[str, Any]:
+    """The `FileBasedExampleGen` arguments every quarantining ExampleGen component passes:
+    its executor (a subclass of `ExampleGenExecutor`), the format's settings and the
+    quarantine limits in `custom_config` (so both reach the executor and the cache key),
+    GZIP TFRecords of tf.Examples."""
+    from tfx.dsl.components.base import executor_spec
+    from tfx.proto import example_gen_pb2
+
+    return {
+        "custom_config": make_custom_config({**format_settings, **limits.to_dict()}),
+        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
+        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        "custom_executor_spec": executor_spec.BeamExecutorSpec(executor_class),
+    }
+
+
 def parse_custom_config(value: Any) -> dict[str, Any]:
     """The dict of a `custom_config` execution property (the JSON string TFX passes to
     executors, or the proto); {} when there is none. Numbers come back as floats."""
@@ -564,11 +582,13 @@ def _define_executor() -> type:
             self._reader: Any = None
             self._quarantine_file: str | None = None
 
+        @abc.abstractmethod
         def parse_settings(self, values: dict[str, Any]) -> Any:
-            raise NotImplementedError
+            """The format's own settings (see the class docstring)."""
 
+        @abc.abstractmethod
         def make_reader(self, settings: Any, limits: QuarantineSettings) -> Any:
-            raise NotImplementedError
+            """A picklable reader(path, binary_stream) (see the class docstring)."""
 
         def settings(self, exec_properties: dict[str, Any]) -> tuple[Any, QuarantineSettings]:
             """(the format's settings, the quarantine settings) of an execution."""

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen.component import FileBasedExampleGen
-from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2, range_config_pb2
 
 from components import quarantine
@@ -85,9 +84,6 @@ class CsvExampleGen(FileBasedExampleGen):
             input_base=input_base,
             input_config=input_config,
             output_config=output_config,
-            custom_config=quarantine.make_custom_config({**config.to_dict(), **limits.to_dict()}),
             range_config=range_config,
-            output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
-            output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-            custom_executor_spec=executor_spec.BeamExecutorSpec(executor.Executor),
+            **quarantine.example_gen_arguments(executor.Executor, config.to_dict(), limits),
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen.component import FileBasedExampleGen
-from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2, range_config_pb2
 
 from components import quarantine
@@ -120,8 +119,5 @@ class SquadExampleGen(FileBasedExampleGen):
             input_config=input_config,
             output_config=output_config,
             range_config=range_config,
-            custom_config=quarantine.make_custom_config(limits.to_dict()),
-            output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
-            output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-            custom_executor_spec=executor_spec.BeamExecutorSpec(executor.Executor),
+            **quarantine.example_gen_arguments(executor.Executor, {}, limits),
         )
