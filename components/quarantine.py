@@ -59,10 +59,16 @@ ROWS_READ_PROPERTY = "rows_read"
 ROWS_KEPT_PROPERTY = "rows_kept"
 ROWS_QUARANTINED_PROPERTY = "rows_quarantined"
 QUARANTINE_FILE_PROPERTY = "quarantine_file"
+# The spans an execution read, "2,3", when it reads several (`read_newest_spans`).
+SPANS_READ_PROPERTY = "spans_read"
 
 # Keys of the quarantine settings in an ExampleGen's custom_config (next to the format's).
 MAX_BAD_FRACTION_KEY = "max_bad_fraction"
 MAX_FIELD_BYTES_KEY = "max_field_bytes"
+
+# Keys of the span window in the custom_config (`read_newest_spans`).
+NUM_SPANS_KEY = "read_newest_spans"
+SPAN_PATTERNS_KEY = "span_patterns"
 
 DEFAULT_MAX_BAD_FRACTION = 0.0
 DEFAULT_MAX_FIELD_BYTES = 100_000
@@ -422,6 +428,55 @@ def example_gen_arguments(executor_class: type, format_settings: dict[str, Any],
     }
 
 
+def read_newest_spans(example_gen: Any, num_spans: int) -> None:
+    """Makes a quarantining ExampleGen read the newest `num_spans` spans of its input
+    patterns in each execution, not only the newest one (`data.rolling_spans` on
+    orchestrators that cannot run this project's rolling-range resolver, `pipeline.spans`:
+    Vertex AI Pipelines).
+
+    TFX's driver still picks the newest span S (and its newest version) and fingerprints
+    its files for the cache; the executor then reads spans S-N+1..S, each at its newest
+    version, skipping spans that do not exist. The artifact keeps span S and records the
+    spans read in its `spans_read` property; its statistics, validation and bad-row
+    threshold cover all of them.
+    """
+    if num_spans < 1:
+        raise ValueError(f"num_spans must be 1 or more, got {num_spans}")
+    from google.protobuf import json_format
+    from tfx.proto import example_gen_pb2
+
+    properties = example_gen.exec_properties
+    input_config = json_format.Parse(properties["input_config"], example_gen_pb2.Input())
+    values = parse_custom_config(properties["custom_config"])
+    values[NUM_SPANS_KEY] = num_spans
+    values[SPAN_PATTERNS_KEY] = [split.pattern for split in input_config.splits]
+    properties["custom_config"] = json_format.MessageToJson(
+        make_custom_config(values), sort_keys=True, preserving_proto_field_name=True)
+
+
+def span_window_patterns(input_base: str, pattern: str, newest_span: int, num_spans: int
+                         ) -> tuple[list[str], list[int]]:
+    """(the split pattern resolved for each existing span of newest_span-num_spans+1 ..
+    newest_span at its newest version, those spans), oldest first. `pattern` has TFX's
+    `{SPAN}` (and maybe `{VERSION}`) unresolved."""
+    from tfx.components.example_gen import utils
+    from tfx.proto import example_gen_pb2, range_config_pb2
+
+    patterns, spans = [], []
+    for span in range(max(0, newest_span - num_spans + 1), newest_span + 1):
+        split = example_gen_pb2.Input.Split(name="window", pattern=pattern)
+        only_this_span = range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
+            start_span_number=span, end_span_number=span))
+        try:
+            utils.calculate_splits_fingerprint_span_and_version(
+                input_base, [split], range_config=only_this_span)
+        except ValueError:  # no file of that span: a gap, or fewer spans than the window
+            continue
+        patterns.append(split.pattern)
+        spans.append(span)
+    return patterns, spans
+
+
 def parse_custom_config(value: Any) -> dict[str, Any]:
     """The dict of a `custom_config` execution property (the JSON string TFX passes to
     executors, or the proto); {} when there is none. Numbers come back as floats."""
@@ -524,12 +579,17 @@ def _define_executor() -> type:
     import apache_beam as beam
     from absl import logging
     from apache_beam.io.filesystems import FileSystems
+    from google.protobuf import json_format
+    from tfx.components.example_gen import utils as example_gen_utils
     from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+    from tfx.proto import example_gen_pb2
     from tfx.types import artifact_utils, standard_component_specs
 
     input_base_key = standard_component_specs.INPUT_BASE_KEY
     custom_config_key = standard_component_specs.CUSTOM_CONFIG_KEY
     examples_key = standard_component_specs.EXAMPLES_KEY
+    input_config_key = standard_component_specs.INPUT_CONFIG_KEY
+    span_key = example_gen_utils.SPAN_PROPERTY_NAME
 
     class _ReadSplit(beam.PTransform):
         """The files of one split pattern -> examples; the quarantined rows and the kept
@@ -538,15 +598,28 @@ def _define_executor() -> type:
         def __init__(self, executor: Any, exec_properties: dict[str, Any], split_pattern: str):
             super().__init__()
             self._executor = executor
-            self._pattern = os.path.join(exec_properties[input_base_key], split_pattern)
+            input_base = exec_properties[input_base_key]
+            patterns = [split_pattern]
+            if executor._span_window is not None:  # read_newest_spans
+                num_spans, configured = executor._span_window
+                resolved = json_format.Parse(exec_properties[input_config_key],
+                                             example_gen_pb2.Input())
+                index = [split.pattern for split in resolved.splits].index(split_pattern)
+                patterns, spans = span_window_patterns(
+                    input_base, configured[index], int(exec_properties[span_key]), num_spans)
+                executor._spans_read.update(spans)
+            self._patterns = [os.path.join(input_base, pattern) for pattern in patterns]
 
         def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
-            matches = FileSystems.match([self._pattern])
-            paths = sorted(m.path for result in matches for m in result.metadata_list)
-            if not paths:
-                raise FileNotFoundError(f"no file matches the split pattern {self._pattern!r}")
-            logging.info("%s: reading %d files matching %s.",
-                         type(self._executor).__name__, len(paths), self._pattern)
+            paths = []
+            for pattern in self._patterns:
+                matches = FileSystems.match([pattern])
+                found = sorted(m.path for result in matches for m in result.metadata_list)
+                if not found:
+                    raise FileNotFoundError(f"no file matches the split pattern {pattern!r}")
+                logging.info("%s: reading %d files matching %s.",
+                             type(self._executor).__name__, len(found), pattern)
+                paths += found
             read = (
                 pipeline
                 | "ListFiles" >> beam.Create(paths)
@@ -581,6 +654,9 @@ def _define_executor() -> type:
             self._kept_sink: list[beam.PCollection] = []
             self._reader: Any = None
             self._quarantine_file: str | None = None
+            # (number of spans, the configured split patterns) under read_newest_spans.
+            self._span_window: tuple[int, list[str]] | None = None
+            self._spans_read: set[int] = set()
 
         @abc.abstractmethod
         def parse_settings(self, values: dict[str, Any]) -> Any:
@@ -593,6 +669,9 @@ def _define_executor() -> type:
         def settings(self, exec_properties: dict[str, Any]) -> tuple[Any, QuarantineSettings]:
             """(the format's settings, the quarantine settings) of an execution."""
             values = parse_custom_config(exec_properties.get(custom_config_key))
+            num_spans = values.pop(NUM_SPANS_KEY, None)
+            span_patterns = values.pop(SPAN_PATTERNS_KEY, None)
+            self._span_window = None if num_spans is None else (int(num_spans), span_patterns)
             limits, rest = QuarantineSettings.split_dict(values)
             return self.parse_settings(rest), limits
 
@@ -636,6 +715,7 @@ def _define_executor() -> type:
         ) -> None:
             # Checked before Beam starts, so a config mistake is not reported as a Beam error.
             settings, limits = self.settings(exec_properties)
+            self._spans_read = set()
             examples = artifact_utils.get_single_instance(output_dict[examples_key])
             self._quarantine_file = quarantine_path(examples.uri)
             self._reader = self.make_reader(settings, limits)
@@ -651,6 +731,9 @@ def _define_executor() -> type:
             examples.set_int_custom_property(ROWS_KEPT_PROPERTY, kept)
             examples.set_int_custom_property(ROWS_QUARANTINED_PROPERTY, quarantined)
             examples.set_string_custom_property(QUARANTINE_FILE_PROPERTY, self._quarantine_file)
+            if self._span_window is not None:
+                examples.set_string_custom_property(
+                    SPANS_READ_PROPERTY, ",".join(map(str, sorted(self._spans_read))))
             first = [QuarantinedRow.from_dict(row) for row in summary["first"]]
             if limits.too_many(read, quarantined):
                 raise TooManyBadRowsError(read, quarantined, limits.max_bad_fraction,

@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from pipeline.config import ConfigError, load_config
-from pipeline.runners.vertex import DEFAULT_IMAGE, VertexCompileError
+from pipeline.runners.vertex import DEFAULT_IMAGE
 
 SUCCESS, FAILED = 0, 1
 
@@ -49,16 +49,13 @@ def _compile_airflow(config, config_path: str, output: str) -> str:
 
 
 def _compile_vertex(config, output: str, image: str) -> str:
-    from pipeline.runners.vertex import compile_vertex, local_paths, package_checkpoint_note
+    from pipeline.runners.vertex import compile_vertex, local_paths
 
     path = compile_vertex(config, output, image=image)
     local = local_paths(config)
     if local:
         print(f"bertpipe: note: {', '.join(local)} are local paths; Vertex AI's containers "
               "see only gs:// URIs (and packages in the image)", file=sys.stderr)
-    note = package_checkpoint_note(config)
-    if note:
-        print(f"bertpipe: note: {note}", file=sys.stderr)
     return f"wrote Vertex AI pipeline {config.pipeline.name!r} (image {image}) to {path}"
 
 
@@ -98,8 +95,6 @@ def main(argv: list[str]) -> int:
             done = _compile_airflow(config, args.config, args.output)
         else:
             done = _compile_vertex(config, args.output, args.image or DEFAULT_IMAGE)
-    except VertexCompileError as error:
-        return _fail(f"{args.config}: {_one_line(error)}")
     except Exception as error:  # the runner's or TFX's own message says what is wrong
         return _fail(f"cannot compile pipeline {config.pipeline.name!r} for {args.target}: "
                      f"{type(error).__name__}: {_one_line(error)}")

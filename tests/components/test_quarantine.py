@@ -165,6 +165,37 @@ def test_csv_under_the_threshold_keeps_every_good_row_and_quarantines_each_bad_o
     assert sorted(row["sentence"][0] for row in _read_split(examples.uri, "eval")) == [b"bad", b"fine"]
 
 
+def test_read_newest_spans_reads_each_existing_span_of_the_window_at_its_newest_version(
+        tmp_path: Path):
+    """How Vertex runs `data.rolling_spans` (no rolling-range resolver there): the ExampleGen
+    itself reads spans S-N+1..S. Spans 1, 3 and 4 exist (2 is a gap), span 3 in two
+    versions; a window of 3 reads span 3 at version 2 and span 4, and only them."""
+    base = tmp_path / "csv"
+    for span, version, sentences in [(1, 1, ["one"]), (3, 1, ["three old"]),
+                                     (3, 2, ["three new", "three newer"]), (4, 1, ["four"])]:
+        folder = base / f"span-{span}" / f"ver-{version}"
+        folder.mkdir(parents=True)
+        (folder / "train.csv").write_text(
+            "sentence,label\n" + "".join(f"{text},1\n" for text in sentences))
+        (folder / "eval.csv").write_text(f"sentence,label\neval {span}.{version},0\n")
+    example_gen = CsvExampleGen(
+        str(base),
+        _splits(train="span-{SPAN}/ver-{VERSION}/train.csv",
+                eval="span-{SPAN}/ver-{VERSION}/eval.csv"),
+        label_column="label", num_classes=2)
+    quarantine.read_newest_spans(example_gen, 3)
+
+    examples = _examples(_run(tmp_path, example_gen))
+
+    assert examples.custom_properties["span"].int_value == 4
+    assert examples.custom_properties[quarantine.SPANS_READ_PROPERTY].string_value == "3,4"
+    assert _counts(examples) == {"rows_read": 5, "rows_kept": 5, "rows_quarantined": 0}
+    assert sorted(row["sentence"][0] for row in _read_split(examples.uri, "train")) == [
+        b"four", b"three new", b"three newer"]
+    assert sorted(row["sentence"][0] for row in _read_split(examples.uri, "eval")) == [
+        b"eval 3.2", b"eval 4.1"]
+
+
 def test_csv_over_the_threshold_fails_naming_the_quarantine_file_which_survives(tmp_path: Path):
     base = tmp_path / "csv"
     train, _, expected_bad = _csv_input(base)
