@@ -150,10 +150,14 @@ def compile_and_fit(
     """Compiles with BERT's optimizer, trains `total_steps` steps (none for 0: the
     warm-started model is exported untrained), writes `history.json`; returns the history.
 
+    While it trains, the console shows the live progress and each epoch's metrics, and
+    TensorBoard logs go to `fn_args.model_run_dir` (`pipeline.modules.progress`).
+
     `make_dataset(files, batch_size, shuffle)` builds a split's batches; `metrics` are
     `model.compile` keyword arguments (`metrics=[...]` or `weighted_metrics=[...]`).
     """
     from bert_keras.optimization import build_adamw
+    from pipeline.modules.progress import TensorBoardLogs, TrainingProgress, summary_every
 
     config = fn_args.custom_config
     warm_start(model, fn_args)
@@ -176,7 +180,12 @@ def compile_and_fit(
             train,
             epochs=epochs,
             validation_data=make_dataset(fn_args.eval_files, config["eval_batch_size"], False),
-            verbose=2,
+            # Our progress line on the console replaces Keras's progress bar.
+            callbacks=[
+                TrainingProgress(total_steps, config["batch_size"]),
+                TensorBoardLogs(fn_args.model_run_dir, summary_every(total_steps)),
+            ],
+            verbose=0,
         ).history
     history = {k: [float(v) for v in vs] for k, vs in history.items()}
     save_weights(model, fn_args)

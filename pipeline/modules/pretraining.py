@@ -14,6 +14,9 @@ The output (the Trainer's Model artifact) is an encoder checkpoint in bertpipe's
 (eval metrics before and after, optimizer steps, and what the run actually trained with:
 Keras's `jit_compile` and an encoder layer's compute and variable dtypes); the fine-tuning
 pipeline warm-starts from it through `bert_keras.checkpoint.load_backbone`.
+
+While it trains, the console shows the live progress (`pipeline.modules.progress`) and a line
+per checkpoint; TensorBoard logs go to the Trainer's `model_run` directory.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from pipeline.console import console
 from pipeline.modules.common import gzip_records
+from pipeline.modules.progress import TensorBoardLogs, TrainingProgress, summary_every
 
 GOOGLE_TO_KERAS = {"input_ids": "token_ids", "input_mask": "padding_mask",
                    "segment_ids": "segment_ids"}
@@ -171,16 +176,21 @@ def _precision_report(backbone, features: dict) -> dict:
 
 
 class CheckpointLog(keras.callbacks.Callback):
-    """Prints each saved checkpoint's step and metrics (the resume test waits for it)."""
+    """Prints each saved checkpoint's step and metrics on the console (the resume test waits
+    for it), through the live progress line's `message` so a terminal's line stays whole."""
 
-    def __init__(self, every: int):
+    def __init__(self, every: int, progress: TrainingProgress | None = None):
         super().__init__()
         self.every = every
+        self.progress = progress
 
     def on_epoch_end(self, epoch, logs=None):
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items())
-        print(f"pretraining: checkpoint saved at step {(epoch + 1) * self.every}: {metrics}",
-              flush=True)
+        text = f"pretraining: checkpoint saved at step {(epoch + 1) * self.every}: {metrics}"
+        if self.progress is not None:
+            self.progress.message(text)
+        else:
+            print(text, file=console(), flush=True)
 
 
 def run_fn(fn_args) -> None:
@@ -220,18 +230,26 @@ def run_fn(fn_args) -> None:
     resumed_step = restore_backup(model, backup_dir)
     if resumed_step:
         print(f"pretraining: resuming from the checkpoint at step {resumed_step} "
-              f"in {backup_dir}", flush=True)
+              f"in {backup_dir}", file=console(), flush=True)
     if resumed_step % every:
         raise ValueError(f"the checkpoint in {backup_dir} is at step {resumed_step}, not a "
                          f"multiple of checkpoint_every={every}")
     logging.info("pretraining: %d steps, checkpoint every %d, backup in %s", steps, every,
                  backup_dir)
+    # Epochs are checkpoint intervals here: CheckpointLog prints their metrics.
+    progress = TrainingProgress(steps, config["batch_size"], label="pretraining",
+                                initial_step=resumed_step, epoch_lines=False)
+    callbacks = [AtomicBackup(backup_dir), CheckpointLog(every, progress), progress]
+    model_run_dir = getattr(fn_args, "model_run_dir", None)  # None: run_fn called directly
+    if model_run_dir:
+        callbacks.append(TensorBoardLogs(model_run_dir, summary_every(steps),
+                                         initial_step=resumed_step))
     model.fit(
         train_data.skip(resumed_step),  # do not train twice on the batches already seen
         steps_per_epoch=every,
         epochs=steps // every,
         initial_epoch=resumed_step // every,
-        callbacks=[AtomicBackup(backup_dir), CheckpointLog(every)],
+        callbacks=callbacks,
         verbose=0,
     )
     final = model.evaluate(eval_data, return_dict=True, verbose=0)
@@ -245,4 +263,4 @@ def run_fn(fn_args) -> None:
     with tf.io.gfile.GFile(os.path.join(fn_args.serving_model_dir, METRICS_FILE), "w") as f:
         json.dump(report, f, indent=2)
     print(f"pretraining: done after {trained_steps} optimizer steps; "
-          f"eval before {initial} after {final}", flush=True)
+          f"eval before {initial} after {final}", file=console(), flush=True)
