@@ -100,7 +100,8 @@ def test_model_spec_scores_examples_through_from_examples(tmp_path):
     assert spec.prediction_key == "probabilities"
     assert list(config.slicing_specs) == [tfma.SlicingSpec()]  # the whole eval split
     names = {metric.class_name for spec in config.metrics_specs for metric in spec.metrics}
-    assert names == {"ExampleCount", "SparseCategoricalAccuracy", "AUC"}
+    assert names == {"ExampleCount", "SparseCategoricalAccuracy", "AUC",
+                     "MultiClassConfusionMatrixPlot"}  # the plot: for the HTML report
 
 
 def test_binary_thresholds_are_the_configured_ones(tmp_path):

@@ -53,7 +53,9 @@ class TextClassificationConfig(FinetuneConfig):
 
 
 def eval_config(config: TextClassificationConfig):
-    """TFMA config: accuracy and AUC, value thresholds, and a change threshold vs baseline."""
+    """TFMA config: accuracy and AUC, value thresholds, and a change threshold vs baseline;
+    plus TFMA's multi-class confusion matrix (actual class x top predicted class), which the
+    run's HTML report shows (`pipeline.html_report`) without recomputing anything."""
     import tensorflow_model_analysis as tfma
 
     accuracy_threshold = tfma.MetricThreshold(
@@ -98,6 +100,7 @@ def eval_config(config: TextClassificationConfig):
                     tfma.MetricConfig(
                         class_name="SparseCategoricalAccuracy", threshold=accuracy_threshold
                     ),
+                    tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
                 ]
             ),
             auc_spec,
