@@ -11,7 +11,7 @@ TORCH_WHEELS ?= /opt/wheels
 UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 
-.PHONY: setup setup-dev setup-airflow demo test lint clean
+.PHONY: setup setup-dev setup-airflow setup-browser demo test lint clean
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install -q "uv==$(UV_VERSION)" \
@@ -41,6 +41,18 @@ setup: $(VENV)/.runtime
 setup-dev: $(VENV)/.dev
 setup-airflow: $(AIRFLOW_VENV)/.airflow
 
+# Headless Chromium (Debian's `chromium` package) for the test that opens a run's HTML report
+# in a browser. Installed only where it can be (root, apt-get); elsewhere that test is skipped
+# and says why. Never fails the build.
+CHROMIUM := /usr/bin/chromium
+setup-browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium >/dev/null) \
+	  || echo "setup-browser: could not install chromium; the browser test of the run report will be skipped"; \
+	else echo "setup-browser: no $(CHROMIUM) and no root apt-get; the browser test of the run report will be skipped"; fi
+
 demo: setup
 	$(BIN)/bertpipe run configs/demo_sst2.yaml
 
@@ -49,7 +61,7 @@ demo: setup
 # single-threaded (TFX, Beam, imports), so 2 workers on 2 cores finish sooner (24 min for the suite on 2 idle cores, BUILD.md).
 TEST_WORKERS ?= 2
 
-test: setup-dev setup-airflow
+test: setup-dev setup-airflow setup-browser
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 lint: setup-dev
