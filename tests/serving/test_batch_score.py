@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import re
 
 import numpy as np
 import pytest
@@ -62,6 +63,9 @@ def test_csv_input_jsonl_output_equals_single_requests(exports, rest, tmp_path, 
         capsys,
     )  # fmt: skip
     assert code == 0, err
+    # The total over both workers, from Beam's metrics.
+    assert re.search(rf"^bertpipe score: scored {len(TEXTS)} rows in [\d.]+ s \([\d.]+ rows/s\)$",
+                     err, re.MULTILINE), err
     records = [
         json.loads(line)
         for path in glob.glob(f"{output}-*.jsonl")
@@ -95,6 +99,7 @@ def test_text_input_csv_output(exports, rest, tmp_path, capsys):
         capsys,
     )
     assert code == 0, err
+    assert f"bertpipe score: scored {len(texts)} rows in " in err  # blank lines are not rows
     (path,) = glob.glob(f"{output}-*.csv")
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
