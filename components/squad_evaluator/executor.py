@@ -9,7 +9,9 @@ F1 reaches `min_f1`, its exact match `min_exact_match`, and its F1 the baseline'
 `baseline_tolerance` (F1 points). The ModelBlessing carries TFX's own properties
 (`blessed`, `current_model_id`, ...), so TFX's Pusher checks and LatestBlessedModelStrategy
 work as with TFX's Evaluator. The candidate's answers are kept in `predictions.json`, the
-official predictions format, so the official script (or a person) can check them.
+official predictions format, so the official script (or a person) can check them, and the
+first questions it got wrong (not an exact match), with question, context, gold answers and
+its answer, in `wrong_answers.json`, for the run's HTML report (`pipeline.html_report`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ SPLIT_KEY = "split"
 BATCH_SIZE_KEY = "batch_size"
 METRICS_FILE = "squad_metrics.json"
 PREDICTIONS_FILE = "predictions.json"
+WRONG_ANSWERS_FILE = "wrong_answers.json"
+WRONG_ANSWERS_KEPT = 25  # examples kept for a person to read; all are in predictions.json
 
 # The exported model's contract (see serving/question_answering_export.py).
 SIGNATURE = "from_examples"
@@ -115,6 +119,38 @@ def blessing_failures(candidate: dict, baseline: dict | None, min_f1: float,
     return failures
 
 
+def wrong_answers(serialized: list[bytes], ids: list[str], golds: dict[str, list[str]],
+                  predictions: dict[str, str], keep: int = WRONG_ANSWERS_KEPT) -> dict:
+    """The questions whose answer is not an exact match: {"wrong": how many, "questions":
+    how many were scored, "examples": the first `keep` in eval order, each with its id,
+    question, context, gold answers, the model's answer and its SQuAD F1 (0-1)}.
+
+    Scored with the same rules as the metrics (`pipeline.tasks.squad_metrics`), so the count
+    agrees with the exact match the Evaluator reports.
+    """
+    import tensorflow as tf
+
+    from pipeline.tasks.squad_metrics import exact_match, f1
+
+    wrong, examples = 0, []
+    for data, question_id in zip(serialized, ids, strict=True):
+        answer = predictions.get(question_id, "")
+        if exact_match(answer, golds[question_id]) == 1.0:
+            continue
+        wrong += 1
+        if len(examples) < keep:
+            feature = tf.train.Example.FromString(data).features.feature
+            examples.append({
+                "id": question_id,
+                "question": feature[features.QUESTION].bytes_list.value[0].decode("utf-8"),
+                "context": feature[features.CONTEXT].bytes_list.value[0].decode("utf-8"),
+                "gold": golds[question_id],
+                "predicted": answer,
+                "f1": f1(answer, golds[question_id]),
+            })
+    return {"wrong": wrong, "questions": len(ids), "examples": examples}
+
+
 class Executor(base_executor.BaseExecutor):
     def Do(
         self,
@@ -150,6 +186,11 @@ class Executor(base_executor.BaseExecutor):
             os.path.join(evaluation.uri, PREDICTIONS_FILE),
             json.dumps(predictions, ensure_ascii=False, indent=1),
         )
+        io_utils.write_string_file(
+            os.path.join(evaluation.uri, WRONG_ANSWERS_FILE),
+            json.dumps(wrong_answers(serialized, ids, golds, predictions), ensure_ascii=False,
+                       indent=1),
+        )
         write_blessing(artifact_utils.get_single_instance(output_dict[BLESSING_KEY]), model,
                        baseline_model, blessed=not failures)
 
@@ -166,3 +207,13 @@ def read_evaluation(evaluation_uri: str) -> tuple[dict, dict, list[str]]:
         return {name: float(scores[name]) for name in ("exact_match", "f1")}
 
     return flat(result["candidate"]), flat(result["baseline"]), list(result["failures"])
+
+
+def read_wrong_answers(evaluation_uri: str) -> dict | None:
+    """`wrong_answers.json` of an evaluation (see `wrong_answers`); None for an evaluation
+    written before the file existed."""
+    path = os.path.join(evaluation_uri, WRONG_ANSWERS_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

@@ -169,6 +169,12 @@ def test_executor_writes_metrics_predictions_and_tfx_blessing(
     assert metrics["failures"] == ["exact_match: 50.0000 is below the required 60.0000"]
     with open(os.path.join(evaluation_uri, "predictions.json"), encoding="utf-8") as f:
         assert json.load(f) == {"q1": "Zürich", "q2": "the city of Basel"}
+    # q2 is not an exact match (F1 0.8): the one wrong answer, with what a person needs.
+    assert executor.read_wrong_answers(evaluation_uri) == {
+        "wrong": 1, "questions": 2, "examples": [{
+            "id": "q2", "question": "Where?", "context": "the city of Basel is on the Rhine",
+            "gold": ["Basel", "Basel city"], "predicted": "the city of Basel",
+            "f1": pytest.approx(0.8)}]}
 
     candidate, baseline, failures = read_evaluation(evaluation_uri)
     assert candidate == pytest.approx({"exact_match": 50.0, "f1": 90.0})
@@ -193,3 +199,18 @@ def test_read_evaluation_without_a_baseline(tmp_path: Path):
         "baseline": None, "failures": [],
     }))
     assert read_evaluation(str(tmp_path)) == ({"exact_match": 61.5, "f1": 72.25}, {}, [])
+    assert executor.read_wrong_answers(str(tmp_path)) is None  # written before the file existed
+
+
+def test_wrong_answers_keeps_the_first_ones_and_counts_them_all(tmp_path: Path):
+    rows = [(f"q{i}", f"Basel {i}", [f"Basel {i}"]) for i in range(4)]
+    _write_examples(tmp_path / "e", rows)
+    serialized, ids, golds = executor.read_gold_and_examples(
+        [str(p) for p in (tmp_path / "e").iterdir()])
+    # q0 right (normalised: "the" and case do not count), q1 partly, q2 missing, q3 wrong.
+    predictions = {"q0": "the basel 0", "q1": "Basel", "q3": "Zürich"}
+    result = executor.wrong_answers(serialized, ids, golds, predictions, keep=2)
+    assert result["wrong"] == 3 and result["questions"] == 4
+    assert [(e["id"], e["predicted"]) for e in result["examples"]] == [("q1", "Basel"),
+                                                                       ("q2", "")]
+    assert result["examples"][0]["f1"] == pytest.approx(2 / 3)
