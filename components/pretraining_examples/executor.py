@@ -1,8 +1,14 @@
-"""PretrainingExampleGen executor: runs `pretraining_data.GeneratePretrainingExamples`."""
+"""PretrainingExampleGen executor: runs `pretraining_data.GeneratePretrainingExamples`.
+
+While it runs, the console shows the documents read and the examples made so far per split
+(`pipeline.beam_progress`: a line every 10 s per worker process), and at the end the totals
+over all workers.
+"""
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from absl import logging
@@ -16,6 +22,8 @@ from tfx.utils import io_utils
 from components import common
 from components.pretraining_examples import pretraining_data
 from components.wordpiece_vocab import vocab_learning
+from pipeline.beam_progress import rows_counted
+from pipeline.console import console
 
 # Channel keys.
 EXAMPLES_KEY = "examples"
@@ -46,6 +54,22 @@ def config_from_exec_properties(exec_properties: dict[str, Any]) -> pretraining_
     )
 
 
+def progress_label(split: str) -> str:
+    """The progress lines' first words for a split: `pretraining examples (train)`."""
+    return f"pretraining examples ({split})"
+
+
+def rows_summary(result: Any, splits: list[str], seconds: float) -> str:
+    """The final line, totals over all Beam workers: `pretraining examples: train: 120
+    documents -> 2,345 examples; eval: 12 documents -> 230 examples (in 14 s)`."""
+    parts = []
+    for split in splits:
+        label = progress_label(split)
+        parts.append(f"{split}: {rows_counted(result, f'{label} documents'):,} documents -> "
+                     f"{rows_counted(result, f'{label} examples'):,} examples")
+    return f"pretraining examples: {'; '.join(parts)} (in {seconds:.0f} s)"
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
     """Turns each split of text documents into BERT pretraining examples."""
 
@@ -66,6 +90,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         num_shards = int(exec_properties[NUM_SHARDS_KEY])
 
         logging.info("Generating pretraining examples for splits %s with %s.", splits, config)
+        started = time.monotonic()
         with self._make_beam_pipeline() as pipeline:
             for split in splits:
                 _ = pipeline | f"Generate[{split}]" >> pretraining_data.GeneratePretrainingExamples(
@@ -75,7 +100,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     lower_case=lower_case,
                     config=config,
                     num_shards=num_shards,
+                    progress_label=progress_label(split),
                 )
+        print(rows_summary(pipeline.result, splits, time.monotonic() - started), file=console(),
+              flush=True)
 
         # The schema goes to the Schema artifact (for Transform/Trainer) and, for people and
         # tools that only get the examples, next to the splits too.

@@ -548,6 +548,9 @@ class GeneratePretrainingExamples(beam.PTransform):
         lower_case: whether the vocabulary is uncased.
         config: the recipe's parameters.
         num_shards: output files.
+        progress_label: when given, the documents read and the examples written are counted
+            (`pipeline.beam_progress.CountRows`, lines on the console) under
+            `<progress_label> documents` and `<progress_label> examples`; None: not counted.
     """
 
     def __init__(
@@ -558,6 +561,7 @@ class GeneratePretrainingExamples(beam.PTransform):
         lower_case: bool,
         config: PretrainingConfig,
         num_shards: int = 1,
+        progress_label: str | None = None,
     ):
         super().__init__()
         self._input_file_pattern = input_file_pattern
@@ -566,6 +570,14 @@ class GeneratePretrainingExamples(beam.PTransform):
         self._lower_case = lower_case
         self._config = config
         self._num_shards = num_shards
+        self._progress_label = progress_label
+
+    def _count(self, what: str) -> beam.PTransform:
+        if self._progress_label is None:
+            return beam.Map(lambda element: element)
+        from pipeline.beam_progress import CountRows
+
+        return beam.ParDo(CountRows(f"{self._progress_label} {what}", what, stream="console"))
 
     def expand(self, pipeline: beam.pvalue.PBegin) -> beam.PCollection:
         pad_id = self._vocabulary.index("[PAD]")
@@ -573,8 +585,10 @@ class GeneratePretrainingExamples(beam.PTransform):
             pipeline
             | "ReadDocuments" >> beam.io.ReadFromTFRecord(self._input_file_pattern)
             | "ParseDocuments" >> beam.Map(text_ingestion.example_to_document)
+            | "CountDocuments" >> self._count("documents")
             | "Tokenize" >> TokenizeDocuments(self._vocabulary, self._lower_case)
             | "CreateInstances" >> CreatePretrainingInstances(self._config, self._vocabulary)
+            | "CountExamples" >> self._count("examples")
             | "WriteExamples"
             >> WritePretrainingExamples(self._output_dir, self._config, pad_id, self._num_shards)
         )

@@ -412,3 +412,32 @@ def test_invalid_settings_are_rejected(minilm_vocab):
         pd.PretrainingConfig(max_seq_length=4)
     with pytest.raises(ValueError, match=r"\[MASK\]"):
         pd.MaskingVocabulary.from_tokens([t for t in minilm_vocab if t != "[MASK]"])
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def test_documents_read_and_examples_written_are_counted_over_all_workers(
+    tmp_path, chapter_documents, minilm_vocab
+):
+    """The executor's final line: documents and examples per split, totals from Beam's
+    metrics (the same numbers whichever worker processed them)."""
+    import tensorflow as tf
+
+    from components.pretraining_examples import executor
+
+    source = tmp_path / "documents.tfrecord"
+    with tf.io.TFRecordWriter(str(source)) as writer:
+        for document in chapter_documents[:6]:
+            writer.write(text_ingestion.document_to_example(document))
+    options = PipelineOptions(direct_num_workers=2, direct_running_mode="multi_threading")
+    with beam.Pipeline(options=options) as pipeline:
+        _ = pipeline | pd.GeneratePretrainingExamples(
+            str(source), str(tmp_path / "out"), minilm_vocab, True, pd.PretrainingConfig(dupe_factor=1),
+            progress_label=executor.progress_label("train"),
+        )
+    examples = sum(1 for _ in common.read_tfrecords(str(tmp_path / "out" / "*")))
+    assert examples > 100
+    assert executor.rows_summary(pipeline.result, ["train"], 12.4) == (
+        f"pretraining examples: train: 6 documents -> {examples:,} examples (in 12 s)"
+    )
