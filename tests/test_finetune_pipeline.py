@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from browser import dump_dom, screenshot, sections, text_of
 from pipeline_runs import printed_metrics, run_pipeline
 
 from pipeline import exit_codes
@@ -195,6 +197,66 @@ def test_pushed_graph_uses_only_core_tensorflow_and_serving_text_ops(workspace, 
     assert methods["serving_default"] == predict
     assert methods["from_examples"] == predict
     assert methods["classification"] == classify  # TF Serving's Classify API
+
+
+def _first_run_report(workspace: Path) -> Path:
+    """The first run's HTML report, written by `write_report` from the run's ML Metadata."""
+    from pipeline.config import load_config
+    from pipeline.history import run_history
+    from pipeline.html_report import write_report
+    from pipeline.run_folder import report_path
+
+    config = load_config(str(workspace / "sst2_test.yaml"))
+    first = run_history(config, read_metrics=False)[0].run_id  # later tests add runs
+    path = Path(write_report(config, first))
+    assert path == Path(report_path(config.pipeline.root, first))
+    return path
+
+
+def test_run_report_shows_data_evaluation_training_and_confusion_matrix(workspace, first_run):
+    assert first_run.returncode == 0
+    page = _first_run_report(workspace).read_text(encoding="utf-8")
+    found = sections(page)
+    assert list(found) == ["summary", "statistics", "anomalies", "evaluation", "training",
+                           "task"]
+    assert "could not be read" not in page
+    assert "PUSHED" in text_of(found["summary"])
+    statistics = text_of(found["statistics"])
+    assert "split train : 256 examples" in statistics  # TFDV's counts of both splits
+    assert "split eval : 128 examples" in statistics
+    assert "sentence STRING 256" in statistics and "label INT 128" in statistics
+    assert text_of(found["anomalies"]).count("no anomalies") == 2
+    evaluation = text_of(found["evaluation"])
+    metrics = printed_metrics(first_run.stdout)
+    # TFMA's numbers, as `bertpipe run` printed them; the threshold min_accuracy 0.0.
+    assert (f"sparse_categorical_accuracy {metrics['sparse_categorical_accuracy']:.4f}"
+            in evaluation)
+    assert f"auc (class 1) {metrics['auc (class 1)']:.4f}" in evaluation
+    assert "≥ 0" in evaluation and "No blessed baseline in this run" in evaluation
+    # Curves of the Trainer's scalars (TensorBoard logs, or history.json: 3 epochs).
+    assert found["training"].count("<path") >= 2 and "loss" in found["training"]
+    # TFMA's confusion matrix: the 128 eval rows, the classes named from the config.
+    cells = [int(n) for n in re.findall(r'class="cell">(\d+)<', found["task"])]
+    assert len(cells) == 4 and sum(cells) == 128
+    assert ">negative<" in found["task"] and ">positive<" in found["task"]
+    # Self-contained: nothing is fetched (the only URL is SVG's namespace).
+    assert not re.search(r'(src|href)="(https?:)?//', page) and "<script" not in page
+
+
+def test_run_report_renders_in_headless_chromium(workspace, first_run, tmp_path):
+    assert first_run.returncode == 0
+    path = _first_run_report(workspace)
+    rendered = sections(dump_dom(path))
+    assert list(rendered) == ["summary", "statistics", "anomalies", "evaluation", "training",
+                              "task"]
+    for section_id, inner in rendered.items():
+        assert len(text_of(inner)) > 40, (section_id, inner)
+    # The figures are drawn: histograms, curves, the matrix.
+    assert rendered["statistics"].count("<rect") >= 4
+    assert rendered["training"].count("<path") >= 2
+    assert rendered["task"].count("<rect") >= 4
+    png = screenshot(path, tmp_path / "report.png")
+    assert png.stat().st_size > 50_000  # a page of tables and charts, not a blank one
 
 
 def test_unchanged_rerun_reuses_the_cache_and_pushes_nothing(workspace, first_run):

@@ -8,6 +8,7 @@ model is then loaded in a process that imports only TensorFlow and tensorflow-te
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -171,6 +172,37 @@ def test_evaluator_metrics_are_the_pushed_models_from_examples_predictions(works
     metrics = printed_metrics(first_run.stdout)
     assert metrics["f1"] == pytest.approx(scores["f1"], abs=5e-5)
     assert metrics["precision"] == pytest.approx(scores["precision"], abs=5e-5)
+
+
+def test_run_report_shows_entity_scores_per_type(workspace, first_run):
+    """The first run's HTML report: every section filled; the per-type precision, recall
+    and F1 the EntityEvaluator wrote (the browser check is in test_finetune_pipeline.py)."""
+    from browser import sections, text_of
+
+    from pipeline.config import load_config
+    from pipeline.history import run_history
+    from pipeline.html_report import write_report
+
+    assert first_run.returncode == 0
+    config = load_config(str(workspace / "ner_test.yaml"))
+    first = run_history(config, read_metrics=False)[0].run_id  # a later test adds a run
+    page = Path(write_report(config, first)).read_text(encoding="utf-8")
+    found = sections(page)
+    assert list(found) == ["summary", "statistics", "anomalies", "evaluation", "training",
+                           "task"]
+    assert "could not be read" not in page
+    assert "tokens" in text_of(found["statistics"]) and "tags" in text_of(found["statistics"])
+    metrics = printed_metrics(first_run.stdout)
+    evaluation = text_of(found["evaluation"])
+    assert f"f1 {metrics['f1']:.4f}" in evaluation and "≥ 0" in evaluation
+    assert found["training"].count("<path") >= 1
+    task = text_of(found["task"])
+    for kind in TYPES:
+        assert kind in task
+    # The person row: precision, recall, then the F1 `bertpipe run` printed.
+    assert re.search(r"person [\d.]+ [\d.]+ " + re.escape(f"{metrics['f1 (person)']:.4f}"),
+                     task), task
+    assert found["task"].count("<rect") >= len(TYPES)  # the F1 bars
 
 
 def test_ner_candidate_worse_than_the_blessed_baseline_is_not_pushed(workspace, first_run):

@@ -153,3 +153,42 @@ def test_pushed_model_answers_as_the_evaluator_in_a_process_with_only_tensorflow
     found = op_sources(str(version))
     assert found["unknown"] == [] and set(found["text"]) <= SERVING_TEXT_OPS
     assert not {"PyFunc", "EagerPyFunc", "PyFuncStateless"} & set(found["core"])
+
+
+def test_run_report_shows_exact_match_f1_and_wrong_answers(workspace, first_run):
+    """The run's HTML report: every section filled; EM/F1 against the baseline and the
+    first wrong answers the SquadEvaluator kept (the browser check is in
+    test_finetune_pipeline.py)."""
+    import html
+    import re
+
+    from browser import sections, text_of
+
+    from pipeline.config import load_config
+    from pipeline.history import run_history
+    from pipeline.html_report import write_report
+
+    assert first_run.returncode == 0
+    config = load_config(str(workspace / "qa-test.yaml"))
+    first = run_history(config, read_metrics=False)[0].run_id
+    page = Path(write_report(config, first)).read_text(encoding="utf-8")
+    found = sections(page)
+    assert list(found) == ["summary", "statistics", "anomalies", "evaluation", "training",
+                           "task"]
+    assert "could not be read" not in page
+    assert "question" in text_of(found["statistics"])
+    metrics = printed_metrics(first_run.stdout)
+    evaluation = text_of(found["evaluation"])
+    assert f"exact_match {metrics['exact_match']:.4f}" in evaluation
+    assert f"f1 {metrics['f1']:.4f}" in evaluation
+    assert found["training"].count("<path") >= 1
+    # Wrong answers: as many as the exact match says, the first 25 shown with the model's
+    # answer, which is the Evaluator's prediction.
+    predictions = _evaluator_predictions(workspace, "qa-test")
+    wrong = round(len(predictions) * (100 - metrics["exact_match"]) / 100)
+    assert (f"wrong answers: {wrong} of {len(predictions)} questions are not an exact match"
+            in text_of(found["task"]))
+    shown = re.findall(r'<span class="bad">(.*?)</span>', found["task"])
+    assert len(shown) == min(25, wrong)
+    assert {html.unescape(s) for s in shown} - {"(empty)"} <= set(predictions.values())
+    assert found["task"].count("<rect") >= 2  # the EM and F1 bars
