@@ -181,7 +181,7 @@ def test_run_report_shows_entity_scores_per_type(workspace, first_run):
 
     from pipeline.config import load_config
     from pipeline.history import run_history
-    from pipeline.html_report import write_report
+    from pipeline.html_report import fmt, write_report
 
     assert first_run.returncode == 0
     config = load_config(str(workspace / "ner_test.yaml"))
@@ -194,13 +194,13 @@ def test_run_report_shows_entity_scores_per_type(workspace, first_run):
     assert "tokens" in text_of(found["statistics"]) and "tags" in text_of(found["statistics"])
     metrics = printed_metrics(first_run.stdout)
     evaluation = text_of(found["evaluation"])
-    assert f"f1 {metrics['f1']:.4f}" in evaluation and "≥ 0" in evaluation
+    assert f"f1 {fmt(metrics['f1'])}" in evaluation and "≥ 0" in evaluation
     assert found["training"].count("<path") >= 1
     task = text_of(found["task"])
     for kind in TYPES:
         assert kind in task
     # The person row: precision, recall, then the F1 `bertpipe run` printed.
-    assert re.search(r"person [\d.]+ [\d.]+ " + re.escape(f"{metrics['f1 (person)']:.4f}"),
+    assert re.search(r"person [\d.]+ [\d.]+ " + re.escape(fmt(metrics['f1 (person)'])),
                      task), task
     assert found["task"].count("<rect") >= len(TYPES)  # the F1 bars
 

@@ -166,7 +166,7 @@ def test_run_report_shows_exact_match_f1_and_wrong_answers(workspace, first_run)
 
     from pipeline.config import load_config
     from pipeline.history import run_history
-    from pipeline.html_report import write_report
+    from pipeline.html_report import fmt, write_report
 
     assert first_run.returncode == 0
     config = load_config(str(workspace / "qa-test.yaml"))
@@ -179,8 +179,8 @@ def test_run_report_shows_exact_match_f1_and_wrong_answers(workspace, first_run)
     assert "question" in text_of(found["statistics"])
     metrics = printed_metrics(first_run.stdout)
     evaluation = text_of(found["evaluation"])
-    assert f"exact_match {metrics['exact_match']:.4f}" in evaluation
-    assert f"f1 {metrics['f1']:.4f}" in evaluation
+    assert f"exact_match {fmt(metrics['exact_match'])}" in evaluation
+    assert f"f1 {fmt(metrics['f1'])}" in evaluation
     assert found["training"].count("<path") >= 1
     # Wrong answers: as many as the exact match says, the first 25 shown with the model's
     # answer, which is the Evaluator's prediction.
