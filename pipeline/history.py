@@ -36,6 +36,7 @@ from components.quarantine import (
     ROWS_READ_PROPERTY,
     SPANS_READ_PROPERTY,
 )
+from pipeline.run_folder import report_path
 
 ROLLBACK_EXECUTION_TYPE = "bertpipe.Rollback"
 ROLLBACK_RUN_PREFIX = "rollback-"
@@ -59,6 +60,7 @@ class RunRecord:
     warm_start: str | None = None  # "checkpoint" or "latest_blessed"
     quarantine_file: str | None = None  # the ingested span's bad rows, when there were any
     detail: str = ""  # the failed component, or what a rollback did
+    report: str | None = None  # the run's HTML report (`bertpipe run` writes it), if there
     cached: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -141,6 +143,10 @@ def run_history(config, read_metrics: bool = True) -> list[RunRecord]:
         if executions:
             records.append(_run_record(store, config, run, executions, node_of, read_metrics,
                                        mlmd))
+    for record in records:
+        report = report_path(config.pipeline.root, record.run_id)
+        if os.path.exists(report):
+            record.report = report
     return sorted(records, key=lambda r: r.started)
 
 
@@ -292,6 +298,11 @@ def render_history(records: list[RunRecord]) -> str:
                      ",".join(map(str, r.spans)) or "-", rows_text, r.warm_start or "-",
                      metrics))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
-        + "  " + row[-1] for row in rows)
+    lines = []
+    for row, record in zip(rows, [None, *records], strict=True):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths,
+                                                                        strict=True))
+                     + "  " + row[-1])
+        if record is not None and record.report:
+            lines.append(f"  report: {record.report}")
+    return "\n".join(lines)

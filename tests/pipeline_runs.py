@@ -11,10 +11,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_pipeline(config: Path, timeout: float) -> subprocess.CompletedProcess:
-    """`bertpipe run CONFIG` in a fresh process; its output tails are printed for failures."""
+def run_pipeline(config: Path, timeout: float, *options: str) -> subprocess.CompletedProcess:
+    """`bertpipe run CONFIG [OPTIONS]` in a fresh process; its output tails are printed for
+    failures."""
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", str(config)],
+        [sys.executable, "-m", "pipeline.cli", "run", str(config), *options],
         capture_output=True, text=True, cwd=REPO, timeout=timeout,
     )
     print(result.stdout[-3000:], result.stderr[-3000:])

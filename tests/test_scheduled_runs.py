@@ -127,7 +127,7 @@ def schedule(tmp_path_factory):
         predictions = {"first": server.predict()}
 
         _write_span(drops, 2, slice(256, 512), slice(128, 256), [NOT_UTF8_ROW])
-        runs["second"] = run_pipeline(_config(workspace), timeout=1200)
+        runs["second"] = run_pipeline(_config(workspace), 1200, "--verbose")
         versions["second"] = _versions(workspace)
         server.wait_for_version(versions["second"][-1])
         predictions["second"] = server.predict()
@@ -188,6 +188,77 @@ def test_too_many_bad_rows_stop_the_run_before_training(schedule):
     assert versions["third"] == versions["second"]  # nothing pushed
 
 
+# What `bertpipe run` prints for a person (before the result block): ours, nothing else.
+OUR_LINES = [
+    r"bertpipe: running pipeline '[a-z0-9-]+' \(root .+\)",
+    r"log: \S+/runs/[0-9T.-]+/run\.log",
+    r"building the pipeline \(importing TFX\) \.\.\.",
+    r"built in \d+ s",
+    r"\[\d+/\d+\] \w+ (\.\.\.|done in .+|reused from the cache \(.+\)"
+    r"|skipped: nothing to resolve yet \(.+\))",
+    r"training: .+",
+    r"epoch \d+.*",
+]
+RESULT_HEADS = ("PUSHED", "UNCHANGED", "NOT BLESSED")
+
+
+def _progress_lines(stdout: str) -> list[str]:
+    lines = stdout.splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith(RESULT_HEADS))
+    return lines[:end]
+
+
+def test_a_quiet_run_shows_progress_lines_only_and_logs_everything_in_its_run_folder(schedule):
+    workspace, runs, _, _, _ = schedule
+    first = runs["first"]
+    assert first.stderr == ""  # TensorFlow, absl, Beam, TFX: all in the log file
+    progress = _progress_lines(first.stdout)
+    for line in progress:
+        assert any(re.fullmatch(pattern, line) for pattern in OUR_LINES), line
+    # Each component: a start line, then its end line, in the pipeline's order.
+    component_lines = [line for line in progress if line.startswith("[")]
+    total = int(component_lines[0].split("/")[1].split("]")[0])
+    assert len(component_lines) == 2 * total
+    for index in range(total):
+        started, ended = component_lines[2 * index: 2 * index + 2]
+        name = started.split("] ")[1].removesuffix(" ...")
+        assert started == f"[{index + 1}/{total}] {name} ..."
+        assert ended.startswith(f"[{index + 1}/{total}] {name} done in ")
+    assert any(line.startswith("training: step ") for line in progress)  # not a TTY: plain
+
+    [log] = re.findall(r"^log: (\S+)$", first.stdout, re.MULTILINE)
+    text = Path(log).read_text()
+    assert "Component Trainer is running." in text  # absl, from TFX
+    assert re.search(r"^\d{4}-\d\d-\d\d [\d:.]+: [IWE] tensorflow/", text, re.MULTILINE)
+    # The last line names the report, beside the log in the run's folder.
+    last = first.stdout.splitlines()[-1]
+    assert last == f"report: {Path(log).parent / 'report.html'}"
+    assert Path(last.removeprefix("report: ")).is_file()
+
+
+def test_verbose_shows_the_libraries_logs_too(schedule):
+    _, runs, _, _, _ = schedule
+    second = runs["second"]
+    assert "Component Trainer is running." in second.stderr
+    [log] = re.findall(r"^log: (\S+)$", second.stdout, re.MULTILINE)
+    assert "Component Trainer is running." in Path(log).read_text()
+    for line in _progress_lines(second.stdout):  # the terminal's stdout is still ours only
+        assert any(re.fullmatch(pattern, line) for pattern in OUR_LINES), line
+
+
+def test_a_failed_run_names_its_log_and_report(schedule):
+    _, runs, _, _, _ = schedule
+    third = runs["third"]
+    stopped, log_line, report_line = third.stderr.splitlines()
+    assert stopped.startswith("bertpipe: pipeline 'sst2-scheduled-test' stopped: "
+                              "TooManyBadRowsError: ")
+    log = Path(log_line.removeprefix("bertpipe: full log: "))
+    assert "Traceback (most recent call last)" in log.read_text()
+    assert Path(report_line.removeprefix("report: ")) == log.parent / "report.html"
+    assert (log.parent / "report.html").is_file()
+    assert re.search(r"^\[1/\d+\] CsvExampleGen failed after \d+ s$", third.stdout, re.MULTILINE)
+
+
 def test_runs_lists_the_history(schedule):
     workspace, _, versions, _, _ = schedule
     result = _bertpipe("runs", str(_config(workspace)), "--json")
@@ -203,6 +274,10 @@ def test_runs_lists_the_history(schedule):
     assert "ExampleGen" in records[2]["detail"]
     table = _bertpipe("runs", str(_config(workspace)))
     assert table.returncode == 0 and table.stdout.count("PUSHED") == 2
+    # Each run's report, as `bertpipe run` printed it last, under its row.
+    reports = re.findall(r"^  report: (\S+)$", table.stdout, re.MULTILINE)
+    assert [r["report"] for r in records] == reports and len(reports) == 3
+    assert all(Path(report).is_file() for report in reports)
 
 
 def test_rollback_serves_the_first_version_again(schedule):
