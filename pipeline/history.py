@@ -58,6 +58,7 @@ class RunRecord:
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     blessed: bool | None = None
     warm_start: str | None = None  # "checkpoint" or "latest_blessed"
+    warm_start_note: str | None = None  # why it fell back to the checkpoint, when it did
     quarantine_file: str | None = None  # the ingested span's bad rows, when there were any
     detail: str = ""  # the failed component, or what a rollback did
     report: str | None = None  # the run's HTML report (`bertpipe run` writes it), if there
@@ -180,8 +181,12 @@ def _run_record(store, config, run, executions, node_of, read_metrics, mlmd) -> 
         return [artifacts[ev.artifact_id] for ev in events.get(execution.id, [])
                 if ev.path.steps and ev.path.steps[0].key == key and ev.artifact_id in artifacts]
 
-    ingested = next((artifacts_of(n, outputs, "examples") for n in by_node
-                     if n.endswith("ExampleGen")), [])
+    # The labelled data's ingestion: what StatisticsGen read (a scoring config's
+    # UnlabelledExampleGen feeds only the BulkInferrer); when the run stopped before it, the
+    # ExampleGen's own output.
+    ingested = artifacts_of("StatisticsGen", inputs, "examples") or next(
+        (artifacts_of(n, outputs, "examples") for n in sorted(by_node)
+         if n.endswith("ExampleGen") and not n.startswith("Unlabelled")), [])
     read = artifacts_of("Transform", inputs, "examples") or ingested
     record.spans = sorted({span for artifact in read for span in _spans_read(artifact)})
     if ingested:
@@ -193,7 +198,9 @@ def _run_record(store, config, run, executions, node_of, read_metrics, mlmd) -> 
         path = os.path.join(model_run.uri, "warm_start.json")
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
-                record.warm_start = json.load(f).get("from")
+                source = json.load(f)
+            record.warm_start = source.get("from")
+            record.warm_start_note = source.get("note")
     for blessing in artifacts_of("Evaluator", outputs, "blessing"):
         record.blessed = _custom(blessing, "blessed") == 1
     if read_metrics and config.kind == "finetune":
@@ -278,8 +285,11 @@ def describe_data(record: RunRecord) -> str:
             line += f" ({record.quarantine_file})"
         lines.append(line)
     if record.warm_start:
-        lines.append("warm start: " + {"latest_blessed": "the latest blessed model",
-                                       "checkpoint": "model.checkpoint"}[record.warm_start])
+        line = "warm start: " + {"latest_blessed": "the latest blessed model",
+                                 "checkpoint": "model.checkpoint"}[record.warm_start]
+        if record.warm_start_note:  # a fallback the person should know about
+            line += f" ({record.warm_start_note})"
+        lines.append(line)
     return "\n".join(lines)
 
 
