@@ -1,13 +1,25 @@
 """One loaded model version: its SignatureDefs, callable signatures and a completeness check.
 
-A `Servable` is what TF Serving calls a SavedModelBundle: it answers `run(signature, inputs)`
-with numpy arrays in and out, validating inputs against the SignatureDef exactly as clients
-see them in the model metadata.
+A `Servable` is what TF Serving calls a SavedModelBundle, and it is loaded the same way: the
+`serve` MetaGraph is imported into its own graph and restored into a TF1 session
+(`tf.compat.v1.saved_model.loader.load`, TF Serving's `LoadSavedModel`), and a request runs
+the signature's tensors by name with feeds (`Session::Run`). So any SavedModel TF Serving
+loads is served, TF1 models with ref variables and ParseExample included, every signature
+answers (not only those with a TF2 concrete function), and TensorFlow itself decides whether
+an input's dtype and shape fit the graph, with TensorFlow's messages ("Expects arg[0] to be
+float but string is provided"): a `[-1, 1]` signature input fed `[1.0, 2.0, 5.0]` runs, as
+TF Serving runs it, because a fed placeholder's declared shape is not enforced.
+
+bertpipe's own TF2 exports (tf.Module signatures calling a Keras model, tensorflow-text ops)
+load the same way; measured on the test classifier, a session call takes about 0.75 of the
+time of calling the restored concrete function eagerly (1.5 vs 2.0 ms for 36 rows, 0.8 vs
+1.2 ms for one), so there is one path for every model.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +27,7 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer ops the exported graph uses)
 
 from serving.errors import Code, ServingError, invalid_argument
-from serving.json_tensor import DT_STRING, dtype_name
+from serving.json_tensor import DT_STRING
 from serving.saved_model_files import class_names, read_saved_model_proto
 
 logger = logging.getLogger(__name__)
@@ -23,6 +35,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
 INIT_OP_SIGNATURE = "__saved_model_init_op"
+SERVE_TAG = "serve"
 
 
 @dataclass(frozen=True)
@@ -34,43 +47,78 @@ class InputSpec:
 def _tensor_spec(tensor_info) -> InputSpec:
     shape = tensor_info.tensor_shape
     dims = None if shape.unknown_rank else tuple(int(d.size) for d in shape.dim)
-    return InputSpec(int(tensor_info.dtype), dims)
+    # A TF1 graph may name a ref tensor (DT_FLOAT_REF = 101): its value has the base dtype.
+    dtype = int(tensor_info.dtype)
+    return InputSpec(dtype - 100 if dtype > 100 else dtype, dims)
 
 
-def _shape_string(shape) -> str:
-    return "[" + ",".join(str(d) for d in shape) + "]"
+@dataclass(frozen=True)
+class _Signature:
+    """A signature's tensors resolved in the session's graph (sorted by alias)."""
+
+    input_aliases: tuple[str, ...]
+    inputs: tuple  # TF_Output of each input, for the session's C API
+    output_aliases: tuple[str, ...]
+    outputs: tuple
 
 
 class Servable:
-    """A loaded SavedModel version. Thread-safe: concurrent `run` calls are fine."""
+    """A loaded SavedModel version. Thread-safe: concurrent `run` calls are fine (a TF
+    session runs concurrent steps)."""
 
     def __init__(self, model_name: str, version: int, export_dir: str):
         self.model_name = model_name
         self.version = int(version)
         self.export_dir = export_dir
-        saved_model = read_saved_model_proto(export_dir)
-        # The SignatureDefs TF Serving reports as metadata: straight from the graph proto.
-        self.signature_defs = dict(saved_model.meta_graphs[0].signature_def)
-        self._loaded = tf.saved_model.load(export_dir, tags=["serve"])
-        self._functions = {
-            name: self._loaded.signatures[name]
-            for name in self.signature_defs
-            if name != INIT_OP_SIGNATURE and name in self._loaded.signatures
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph)
+        try:
+            with self._graph.as_default():
+                meta_graph = tf.compat.v1.saved_model.loader.load(
+                    self._session, [SERVE_TAG], export_dir
+                )
+        except Exception:
+            self._session.close()
+            raise
+        # The SignatureDefs TF Serving reports as metadata: those of the loaded MetaGraph.
+        self.signature_defs = dict(meta_graph.signature_def)
+        self._signatures = {
+            name: self._resolve(signature)
+            for name, signature in self.signature_defs.items()
+            if name != INIT_OP_SIGNATURE
         }
+        self._closed = threading.Event()
         # For :classify on the export contract's signatures (scores = probabilities).
-        self.class_names = class_names(saved_model)
+        self.class_names = class_names(read_saved_model_proto(export_dir))
+
+    def _resolve(self, signature) -> _Signature:
+        def outputs_of(infos) -> tuple[tuple[str, ...], tuple]:
+            aliases = tuple(sorted(infos))
+            tensors = tuple(
+                self._graph.get_tensor_by_name(infos[alias].name)._as_tf_output()
+                for alias in aliases
+            )
+            return aliases, tensors
+
+        return _Signature(*outputs_of(signature.inputs), *outputs_of(signature.outputs))
+
+    def close(self) -> None:
+        """Releases the session (its variables and kernels); `run` fails afterwards."""
+        if not self._closed.is_set():
+            self._closed.set()
+            self._session.close()
 
     def __repr__(self) -> str:
         return f"Servable({self.model_name!r}, version={self.version}, {self.export_dir!r})"
 
     @property
     def signature_names(self) -> list[str]:
-        return sorted(self._functions)
+        return sorted(self._signatures)
 
     def signature_def(self, signature_name: str):
         """The SignatureDef, or TF Serving's FAILED_PRECONDITION for an unknown name."""
         name = signature_name or DEFAULT_SIGNATURE
-        if name not in self._functions:
+        if name not in self._signatures:
             raise ServingError(
                 Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.'
             )
@@ -81,7 +129,10 @@ class Servable:
         return {alias: _tensor_spec(info) for alias, info in sorted(signature.inputs.items())}
 
     def validate_inputs(self, signature_name: str, inputs: dict[str, np.ndarray]) -> None:
-        """Checks names, dtypes and shapes against the SignatureDef (INVALID_ARGUMENT)."""
+        """TF Serving's checks before `Session::Run` (predict_util.cc: input names only).
+
+        Dtypes and shapes are TensorFlow's to judge when the graph runs, as in TF Serving.
+        """
         signature = self.signature_def(signature_name)
         expected = sorted(signature.inputs)
         if len(inputs) != len(expected):
@@ -91,51 +142,46 @@ class Servable:
                 f"Sent extra: {{{','.join(sorted(set(inputs) - set(expected)))}}}. "
                 f"Missing but required: {{{','.join(sorted(set(expected) - set(inputs)))}}}."
             )
-        for alias, array in inputs.items():
+        for alias in inputs:
             if alias not in signature.inputs:
                 raise invalid_argument(
                     f"input tensor alias not found in signature: {alias}. Inputs expected to be "
                     f"in the set {{{', '.join(expected)}}}."
                 )
-            spec = _tensor_spec(signature.inputs[alias])
-            if not _dtype_matches(array, spec.dtype):
-                raise invalid_argument(
-                    f"input '{alias}' of signature '{signature_name or DEFAULT_SIGNATURE}' "
-                    f"expects {dtype_name(spec.dtype)} values, got {_array_dtype_name(array)}"
-                )
-            if spec.shape is not None and (
-                array.ndim != len(spec.shape)
-                or any(
-                    want not in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True)
-                )
-            ):
-                raise invalid_argument(
-                    f"input '{alias}' of signature '{signature_name or DEFAULT_SIGNATURE}' has "
-                    f"shape {_shape_string(array.shape)}, expected {_shape_string(spec.shape)} "
-                    "(-1: any size)"
-                )
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Calls the signature on validated inputs; returns all its outputs as numpy."""
-        function = self._functions[signature_name or DEFAULT_SIGNATURE]
-        signature = self.signature_defs[signature_name or DEFAULT_SIGNATURE]
-        feeds = {
-            alias: tf.constant(array, dtype=tf.dtypes.as_dtype(signature.inputs[alias].dtype))
-            for alias, array in inputs.items()
-        }
+        """Runs the signature's output tensors with `inputs` fed by alias; all outputs as numpy.
+
+        TensorFlow's errors keep their canonical code and message (TF Serving returns the
+        session's status as it is).
+        """
+        signature = self._signatures[signature_name or DEFAULT_SIGNATURE]
+        feeds = {}
+        for alias, tensor in zip(signature.input_aliases, signature.inputs, strict=True):
+            array = np.asarray(inputs[alias])
+            if array.dtype.kind == "U":  # numpy text -> the bytes a DT_STRING tensor holds
+                array = np.char.encode(array, "utf-8").astype(object)
+            feeds[tensor] = array
         try:
-            outputs = function(**feeds)
+            values = self._session._call_tf_sessionrun(  # noqa: SLF001
+                None, feeds, list(signature.outputs), [], None
+            )
         except tf.errors.OpError as e:
             raise ServingError(Code(e.error_code), e.message) from None
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError) as e:  # a value numpy/TF cannot turn into a tensor
             raise invalid_argument(str(e)) from None
-        return {name: tensor.numpy() for name, tensor in outputs.items()}
+        except RuntimeError as e:  # the session was closed (version unloaded mid-request)
+            raise ServingError(Code.UNAVAILABLE, f"Servable {self} is unloaded: {e}") from None
+        return {
+            alias: np.asarray(value)
+            for alias, value in zip(signature.output_aliases, values, strict=True)
+        }
 
     def warm_up(self) -> None:
         """Runs every all-string-input signature once, so the first request does not pay for
         graph optimization. Failures are only logged: odd inputs may be legitimately rejected.
         """
-        for name in self._functions:
+        for name in self._signatures:
             specs = self.input_specs(name)
             if not specs or any(
                 s.dtype != DT_STRING or s.shape not in ((-1,), None) for s in specs.values()
@@ -146,16 +192,3 @@ class Servable:
             except Exception as e:  # noqa: BLE001  (warm-up is best effort)
                 logger.warning("Warm-up of %s signature %s failed: %s", self, name, e)
 
-
-def _dtype_matches(array: np.ndarray, dtype: int) -> bool:
-    kind = array.dtype.kind
-    if dtype == DT_STRING:
-        return kind in "OSU"
-    try:
-        return np.dtype(tf.dtypes.as_dtype(dtype).as_numpy_dtype) == array.dtype
-    except TypeError:
-        return False
-
-
-def _array_dtype_name(array: np.ndarray) -> str:
-    return "string" if array.dtype.kind in "OSU" else str(array.dtype)
