@@ -32,16 +32,21 @@ def code_fingerprint() -> str:
 
 
 def checkpoint_directory(spec: str) -> str:
-    """Resolves `model.checkpoint`; a base path of pushed versions gives its newest version."""
+    """Resolves `model.checkpoint` (a path, `package:...` or a URI such as gs://); a base
+    path of pushed versions gives its newest version."""
     from tfx.dsl.io import fileio  # gs:// and other filesystems, as TFX reads them
 
     from bert_keras.checkpoint import checkpoint_format, resolve_checkpoint
+    from pipeline.checkpoint_copy import is_uri, local_checkpoint
 
-    path = resolve_checkpoint(spec)
+    path = spec.rstrip("/") if is_uri(spec) else resolve_checkpoint(spec)
+    if not fileio.isdir(path):
+        raise FileNotFoundError(f"checkpoint {spec!r}: no such directory")
     # Object stores list sub-folders with a trailing '/'.
     versions = [name.rstrip("/") for name in fileio.listdir(path) if name.rstrip("/").isdigit()]
-    if checkpoint_format(path) is None and versions:
-        return os.path.join(path, max(versions, key=int))
+    if checkpoint_format(local_checkpoint(path, metadata_only=True)) is None and versions:
+        return f"{path}/{max(versions, key=int)}" if is_uri(path) else os.path.join(
+            path, max(versions, key=int))
     return path
 
 
@@ -66,7 +71,9 @@ def module_config(config: FinetuneConfig, checkpoint_dir: str) -> dict:
 
     lower_case = config.model.lower_case
     if lower_case is None:
-        lower_case = checkpoint_lower_case(checkpoint_dir)
+        from pipeline.checkpoint_copy import local_checkpoint
+
+        lower_case = checkpoint_lower_case(local_checkpoint(checkpoint_dir, metadata_only=True))
     return {
         "checkpoint_dir": checkpoint_dir,
         "lower_case": lower_case,

@@ -274,8 +274,9 @@ def record_rollback(config, rolled_back_to: str, new_version: str, replaced: str
 
 def describe_data(record: RunRecord) -> str:
     """What `bertpipe run` prints about a run's data: spans, rows, warm start."""
-    spans = ", ".join(map(str, record.spans)) or "none"
-    lines = [f"spans read: {spans}"]
+    lines = []
+    if record.spans != [0]:  # span 0: input patterns without {SPAN}, nothing to say
+        lines.append(f"spans read: {', '.join(map(str, record.spans)) or 'none'}")
     rows = record.rows
     if ROWS_READ_PROPERTY in rows:
         line = (f"rows ingested: {rows[ROWS_READ_PROPERTY]} read, "

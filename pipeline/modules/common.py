@@ -12,6 +12,25 @@ from typing import Any
 import tensorflow as tf
 
 
+def checkpoint_vocabulary(custom_config: dict[str, Any]) -> list[str]:
+    """`model.checkpoint`'s WordPiece vocabulary (local, or copied from a URI)."""
+    from bert_keras.vocabulary import read_vocabulary
+    from pipeline.checkpoint_copy import local_checkpoint
+
+    directory = local_checkpoint(custom_config["checkpoint_dir"], metadata_only=True)
+    return read_vocabulary(os.path.join(directory, "vocab.txt"))
+
+
+def checkpoint_backbone(custom_config: dict[str, Any]):
+    """`bert_keras.checkpoint.load_backbone` of `model.checkpoint` (local, or copied from a
+    URI): (backbone, vocabulary, lower_case)."""
+    from bert_keras.checkpoint import load_backbone
+    from pipeline.checkpoint_copy import local_checkpoint
+
+    return load_backbone(local_checkpoint(custom_config["checkpoint_dir"]),
+                         dropout=custom_config["dropout"])
+
+
 def expand_file_patterns(patterns: list[str], what: str) -> list[str]:
     """The sorted files behind TFX's `.../Split-<name>/*` patterns.
 

@@ -22,9 +22,10 @@ from typing import Any
 import tensorflow as tf
 
 from bert_keras.span_classifier import END_LOGITS, START_LOGITS
-from bert_keras.vocabulary import read_vocabulary
 from pipeline.modules.common import (
     batch_by_length,
+    checkpoint_backbone,
+    checkpoint_vocabulary,
     compile_and_fit,
     gzip_records,
     total_training_steps,
@@ -67,7 +68,7 @@ def encoder_from_config(custom_config: dict[str, Any], vocabulary: list[str] | N
                         ) -> QuestionAnsweringEncoder:
     """The window encoder the Trainer uses, and the export after it."""
     if vocabulary is None:
-        vocabulary = read_vocabulary(os.path.join(custom_config["checkpoint_dir"], "vocab.txt"))
+        vocabulary = checkpoint_vocabulary(custom_config)
     return QuestionAnsweringEncoder(
         vocabulary, custom_config["max_seq_length"], custom_config["max_query_length"],
         custom_config["doc_stride"], lower_case=custom_config["lower_case"])
@@ -130,14 +131,13 @@ def run_fn(fn_args: Any) -> None:
     import keras
     import tensorflow_transform as tft
 
-    from bert_keras.checkpoint import load_backbone
     from bert_keras.span_classifier import build_span_classifier, span_loss, span_loss_weights
     from serving.question_answering_export import export_question_answering
 
     config = fn_args.custom_config
     keras.utils.set_random_seed(config["seed"])
     feature_spec = tft.TFTransformOutput(fn_args.transform_output).transformed_feature_spec()
-    backbone, vocabulary, _ = load_backbone(config["checkpoint_dir"], dropout=config["dropout"])
+    backbone, vocabulary, _ = checkpoint_backbone(config)
     encoder = encoder_from_config(config, vocabulary)  # windows padded per batch
 
     def dataset(files, batch_size, shuffle):

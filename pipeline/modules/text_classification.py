@@ -8,14 +8,14 @@ and a fingerprint of this package's code, so a code change invalidates the cache
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import tensorflow as tf
 
-from bert_keras.vocabulary import read_vocabulary
 from pipeline.modules.common import (
     batch_by_length,
+    checkpoint_backbone,
+    checkpoint_vocabulary,
     compile_and_fit,
     gzip_records,
     total_training_steps,
@@ -26,7 +26,7 @@ TOKEN_FEATURES = ("token_ids", "segment_ids", "padding_mask")
 
 
 def _encoder(custom_config: dict[str, Any]) -> BertTextEncoder:
-    vocabulary = read_vocabulary(os.path.join(custom_config["checkpoint_dir"], "vocab.txt"))
+    vocabulary = checkpoint_vocabulary(custom_config)
     return BertTextEncoder(
         vocabulary, custom_config["max_seq_length"], lower_case=custom_config["lower_case"]
     )
@@ -83,7 +83,6 @@ def run_fn(fn_args) -> None:
     import keras
     import tensorflow_transform as tft
 
-    from bert_keras.checkpoint import load_backbone
     from bert_keras.classifier import build_text_classifier
     from serving.export import export_saved_model
 
@@ -101,7 +100,7 @@ def run_fn(fn_args) -> None:
 
     total_steps = total_training_steps(_count_records(fn_args.train_files), config)
 
-    backbone, vocabulary, _ = load_backbone(config["checkpoint_dir"], dropout=config["dropout"])
+    backbone, vocabulary, _ = checkpoint_backbone(config)
     model = build_text_classifier(
         backbone, num_classes=len(config["classes"]), dropout=config["dropout"],
         pooling=config["pooling"],

@@ -21,9 +21,10 @@ from typing import Any
 
 import tensorflow as tf
 
-from bert_keras.vocabulary import read_vocabulary
 from pipeline.modules.common import (
     batch_by_length,
+    checkpoint_backbone,
+    checkpoint_vocabulary,
     compile_and_fit,
     gzip_records,
     total_training_steps,
@@ -38,7 +39,7 @@ TRUNCATION_FILE = "truncation.json"
 
 
 def _encoder(custom_config: dict[str, Any]) -> BertWordEncoder:
-    vocabulary = read_vocabulary(os.path.join(custom_config["checkpoint_dir"], "vocab.txt"))
+    vocabulary = checkpoint_vocabulary(custom_config)
     return BertWordEncoder(
         vocabulary, custom_config["max_seq_length"], lower_case=custom_config["lower_case"]
     )
@@ -154,7 +155,6 @@ def run_fn(fn_args: Any) -> None:
     import keras
     import tensorflow_transform as tft
 
-    from bert_keras.checkpoint import load_backbone
     from bert_keras.token_classifier import build_token_classifier, token_classification_loss
     from serving.token_classification_export import export_token_classifier
 
@@ -180,7 +180,7 @@ def run_fn(fn_args: Any) -> None:
     total_steps = total_training_steps(counts["train"]["sentences"], config)
 
     tags = list(config["tags"])
-    backbone, vocabulary, _ = load_backbone(config["checkpoint_dir"], dropout=config["dropout"])
+    backbone, vocabulary, _ = checkpoint_backbone(config)
     model = build_token_classifier(backbone, num_labels=len(tags), dropout=config["dropout"])
     compile_and_fit(
         model,
