@@ -1,7 +1,7 @@
 """The protocol-neutral core behind the REST and gRPC front ends.
 
-Implements TF Serving's Predict, Classify, Regress, GetModelMetadata and GetModelStatus
-semantics (validation order, error codes and messages) on top of a `ModelManager`, routing
+Implements TF Serving's Predict, Classify, Regress, MultiInference, GetModelMetadata and GetModelStatus
+semantics (validation order, error codes and messages) on top of a `ServerCore`, routing
 every model call through the batch scheduler when batching is enabled.
 
 Classify follows TF Serving: the signature needs one input named `inputs` (serialized
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from google.protobuf import text_format
@@ -25,7 +25,7 @@ from google.protobuf import text_format
 from serving.batching import BatchingOptions, BatchScheduler, BatchStats
 from serving.errors import Code, ServingError, invalid_argument
 from serving.json_tensor import DT_STRING
-from serving.model_manager import ModelManager, ModelSpec
+from serving.model_manager import ModelSpec, ServerCore
 from serving.protos import serving_protos
 from serving.servable import DEFAULT_SIGNATURE, PREDICT_METHOD, Servable
 
@@ -47,9 +47,9 @@ class Result:
 
 
 class PredictionService:
-    """Serves one model (via `manager`); thread-safe."""
+    """Serves the models of `manager` (a `ServerCore`); thread-safe."""
 
-    def __init__(self, manager: ModelManager, batching: BatchingOptions | None = None):
+    def __init__(self, manager: ServerCore, batching: BatchingOptions | None = None):
         self.manager = manager
         self.stats = BatchStats()
         self.batcher = BatchScheduler(batching, self.stats) if batching is not None else None
@@ -135,10 +135,11 @@ class PredictionService:
             )
         return name, alias, signature, contract
 
-    def classify(self, spec: ModelSpec, serialized_examples: list[bytes]) -> Result:
-        servable = self.manager.servable_for(spec)
+    def _classification_signature(self, servable: Servable, requested: str):
+        """(name, alias, signature, contract) with classifier.cc's PreProcessClassification
+        checks."""
         name, alias, signature, contract = self._examples_signature(
-            servable, spec.signature_name, "classify"
+            servable, requested, "classify"
         )
         has_classes, has_scores = "classes" in signature.outputs, "scores" in signature.outputs
         if not contract:
@@ -151,17 +152,21 @@ class PredictionService:
                     'Expected classification signature outputs to contain at least one of "classes" '
                     f'or "scores". Signature was: {text_format.MessageToString(signature, as_one_line=True)}'
                 )
-        examples = np.empty(len(serialized_examples), dtype=object)
-        examples[:] = list(serialized_examples)
-        outputs = self._run(servable, name, {alias: examples})
-        num_examples = len(serialized_examples)
+        return name, alias, signature, contract
+
+    @staticmethod
+    def _classifications(
+        servable: Servable, signature, contract: bool, outputs: dict, num_examples: int
+    ) -> list[list[tuple[str, float]]]:
+        """The model's outputs as ClassificationResult rows (PostProcessClassificationResult)."""
         if contract:
             scores = np.asarray(outputs["probabilities"], dtype=np.float32)
             names = servable.class_names or [""] * scores.shape[-1]
             classes = np.array([[n.encode() for n in names]] * num_examples, dtype=object)
         else:
+            has_scores = "scores" in signature.outputs
             scores = np.asarray(outputs["scores"], dtype=np.float32) if has_scores else None
-            classes = outputs.get("classes") if has_classes else None
+            classes = outputs.get("classes") if "classes" in signature.outputs else None
         for tensor, what in ((scores, "scores"), (classes, "classes")):
             if tensor is not None and (np.ndim(tensor) != 2 or np.shape(tensor)[0] != num_examples):
                 raise invalid_argument(
@@ -180,13 +185,22 @@ class PredictionService:
                     for j in range(width)
                 ]
             )
+        return rows
+
+    def classify(self, spec: ModelSpec, serialized_examples: list[bytes]) -> Result:
+        servable = self.manager.servable_for(spec)
+        name, alias, signature, contract = self._classification_signature(
+            servable, spec.signature_name
+        )
+        outputs = self._run(servable, name, {alias: _examples_array(serialized_examples)})
+        rows = self._classifications(
+            servable, signature, contract, outputs, len(serialized_examples)
+        )
         return Result(servable, name, classifications=rows)
 
-    def regress(self, spec: ModelSpec, serialized_examples: list[bytes]) -> Result:
-        servable = self.manager.servable_for(spec)
-        name, alias, signature, _ = self._examples_signature(
-            servable, spec.signature_name, "regress"
-        )
+    def _regression_signature(self, servable: Servable, requested: str):
+        """(name, alias) with regressor.cc's PreProcessRegression checks."""
+        name, alias, signature, _ = self._examples_signature(servable, requested, "regress")
         if len(signature.outputs) != 1:
             raise invalid_argument("Expected one output Tensor.")
         if "outputs" not in signature.outputs:
@@ -194,19 +208,79 @@ class PredictionService:
                 "No regression outputs found in SignatureDef: "
                 + text_format.MessageToString(signature, as_one_line=True)
             )
-        examples = np.empty(len(serialized_examples), dtype=object)
-        examples[:] = list(serialized_examples)
-        values = np.asarray(
-            self._run(servable, name, {alias: examples})["outputs"], dtype=np.float32
-        )
+        return name, alias
+
+    @staticmethod
+    def _regressions(outputs: dict, num_examples: int) -> list[float]:
+        values = np.asarray(outputs["outputs"], dtype=np.float32)
         if values.ndim == 2 and values.shape[1] == 1:
             values = values[:, 0]
-        if values.ndim != 1 or values.shape[0] != len(serialized_examples):
+        if values.ndim != 1 or values.shape[0] != num_examples:
             raise invalid_argument(
-                f"Expected output Tensor shape to be [{len(serialized_examples)}] or "
-                f"[{len(serialized_examples)}, 1] but got {list(values.shape)}"
+                f"Expected output Tensor shape to be [{num_examples}] or "
+                f"[{num_examples}, 1] but got {list(values.shape)}"
             )
-        return Result(servable, name, regressions=[float(v) for v in values])
+        return [float(v) for v in values]
+
+    def regress(self, spec: ModelSpec, serialized_examples: list[bytes]) -> Result:
+        servable = self.manager.servable_for(spec)
+        name, alias = self._regression_signature(servable, spec.signature_name)
+        outputs = self._run(servable, name, {alias: _examples_array(serialized_examples)})
+        return Result(
+            servable, name, regressions=self._regressions(outputs, len(serialized_examples))
+        )
+
+    def multi_inference(
+        self,
+        tasks: Sequence[tuple[ModelSpec, str]],
+        serialized_examples: Callable[[], list[bytes]],
+    ) -> list[Result]:
+        """MultiInference: classification and regression tasks (signature, method name)
+        over the same tf.Examples, in TF Serving's order of checks
+        (multi_inference_helper.cc, then multi_inference.cc): the servable comes from the
+        first task's ModelSpec; every task must name that model, a signature at most once,
+        a signature that exists and the classify or regress method; only then is the input
+        read ("Input is empty"). `serialized_examples` is called once, after those checks.
+        Each result's `signature_name` is the task's as given (TF Serving echoes it)."""
+        first = tasks[0][0] if tasks else ModelSpec("")
+        servable = self.manager.servable_for(first)
+        plans = []
+        seen: set[str] = set()
+        for spec, method in tasks:
+            if not spec.name:
+                raise invalid_argument("Found ModelSpec with an empty model name.")
+            if spec.name != first.name:
+                raise invalid_argument(
+                    "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+                )
+            name = spec.signature_name or DEFAULT_SIGNATURE
+            if name in seen:
+                raise invalid_argument(f"Duplicate evaluation of signature: {name}")
+            seen.add(name)
+            if name not in servable.signature_names:
+                raise invalid_argument(f"Requested signature not found in model graph: {name}")
+            if method == CLASSIFY_METHOD:
+                plans.append((spec, method, self._classification_signature(servable, name)))
+            elif method == REGRESS_METHOD:
+                plans.append((spec, method, self._regression_signature(servable, name)))
+            else:
+                raise ServingError(
+                    Code.UNIMPLEMENTED, f"Unsupported signature method_name: {method}"
+                )
+        examples = serialized_examples()
+        results = []
+        for spec, method, plan in plans:
+            if method == CLASSIFY_METHOD:
+                name, alias, signature, contract = plan
+                outputs = self._run(servable, name, {alias: _examples_array(examples)})
+                rows = self._classifications(servable, signature, contract, outputs, len(examples))
+                results.append(Result(servable, spec.signature_name, classifications=rows))
+            else:
+                name, alias = plan
+                outputs = self._run(servable, name, {alias: _examples_array(examples)})
+                values = self._regressions(outputs, len(examples))
+                results.append(Result(servable, spec.signature_name, regressions=values))
+        return results
 
     # -- model information -------------------------------------------------------------
 
@@ -244,6 +318,12 @@ class PredictionService:
         response.model_spec.version.value = servable.version
         response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
         return response
+
+
+def _examples_array(serialized_examples: list[bytes]) -> np.ndarray:
+    examples = np.empty(len(serialized_examples), dtype=object)
+    examples[:] = list(serialized_examples)
+    return examples
 
 
 def _to_text(value) -> str:

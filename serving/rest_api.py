@@ -13,6 +13,16 @@ Other `/v1/...` requests are "Malformed request" (400); paths outside `/v1/` are
 error body is `{"error": "<message>"}`. The model name is URL-decoded and then only compared
 with the served name, never used as a path.
 
+`OPTIONS /v1/...` is answered as http_server.cc does (200 with an empty body when the
+`Origin` header names an http(s) origin, else 400 FAILED_PRECONDITION with an empty body);
+with `cors=True` (`--rest_api_enable_cors_support`) every `/v1/` response carries TF
+Serving's three Access-Control-Allow-* headers. With a monitoring config, Prometheus metrics
+are served at its path (`serving/monitoring.py`) and every `/v1/` request is counted and
+timed as TF Serving counts it. `num_threads` / `timeout_ms` are `--rest_api_num_threads` /
+`--rest_api_timeout_in_ms`: requests run on that many threads, and a predict, classify or
+regress call that takes longer answers 504 DEADLINE_EXCEEDED (the model call itself runs
+to its end, as a session run past its deadline cannot be interrupted here).
+
 One addition outside TF Serving's namespace: `GET /bertpipe/stats` returns the batching
 counters (model calls, requests and rows merged per call), used by tests and benchmarks.
 """
@@ -23,15 +33,18 @@ import json
 import logging
 import re
 import threading
+import time
 import urllib.parse
+from concurrent import futures
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.protobuf import json_format
 
 from serving import json_tensor
-from serving.errors import ServingError, invalid_argument
+from serving.errors import Code, ServingError, invalid_argument
 from serving.model_manager import ModelSpec
+from serving.monitoring import Metrics
 from serving.prediction_service import PredictionService
 from serving.protos import serving_protos
 
@@ -47,6 +60,14 @@ _MODEL_STATUS_PATH = re.compile(
     re.IGNORECASE,
 )
 STATS_PATH = "/bertpipe/stats"
+# http_rest_api_util.cc AddCORSHeaders.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, GET",
+    "Access-Control-Allow-Headers": "Content-Type",
+}
+# What a Session::Run past its RunOptions deadline answers (TF's DirectSession).
+DEADLINE_MESSAGE = "Timed out waiting for notification"
 _MAX_INT64 = 2**63 - 1
 
 
@@ -94,20 +115,49 @@ def _model_spec(
     )
 
 
+def request_model_and_api(method: str, path: str) -> tuple[str, str]:
+    """(model name, API) as TF Serving's ParseModelInfo fills them for the metrics."""
+    if method == "POST":
+        match = _PREDICTION_PATH.fullmatch(path)
+        if match:
+            return urllib.parse.unquote(match.group(1)), match.group(4)
+    elif method == "GET":
+        match = _MODEL_STATUS_PATH.fullmatch(path)
+        if match:
+            return urllib.parse.unquote(match.group(1) or ""), ""
+    return "", ""
+
+
 class RestApi:
     """Request -> (HTTP status, JSON body) for TF Serving's REST API."""
 
-    def __init__(self, service: PredictionService):
+    def __init__(self, service: PredictionService, metrics: Metrics | None = None):
         self.service = service
+        self.metrics = metrics
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+        start = time.perf_counter()
         try:
-            return 200, self._dispatch(method, path, body)
+            reply, code = (200, self._dispatch(method, path, body)), Code.OK
         except ServingError as e:
-            return e.http_status, {"error": e.message}
+            reply, code = (e.http_status, {"error": e.message}), e.code
         except Exception as e:  # noqa: BLE001  (a bug must still answer the client)
             logger.exception("Internal error on %s %s", method, path)
-            return 500, {"error": f"Internal error: {e}"}
+            reply, code = (500, {"error": f"Internal error: {e}"}), Code.INTERNAL
+        self.record(method, path, code, start)
+        return reply
+
+    def record(self, method: str, path: str, code: Code, start: float) -> None:
+        """http_server.cc: latency of successful requests (API = the POST verb, empty for
+        GETs), and a count per status for every request."""
+        if self.metrics is None:
+            return
+        model_name, api = request_model_and_api(method, path)
+        if code == Code.OK:
+            self.metrics.record_latency(
+                model_name, api, "REST", (time.perf_counter() - start) * 1e6
+            )
+        self.metrics.record_request(model_name, code.name)
 
     def _dispatch(self, method: str, path: str, body: bytes) -> dict:
         if method == "POST":
@@ -182,14 +232,57 @@ class _RequestHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def _reply(self, status: int, payload: dict) -> None:
-        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    def _reply(
+        self,
+        status: int,
+        payload: dict | None,
+        content_type: str = "application/json",
+        text: str | None = None,
+    ) -> None:
+        """`payload` as JSON, or `text`, or (both None) an empty body without a type."""
+        if text is not None:
+            body = text.encode("utf-8")
+        elif payload is not None:
+            body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        else:
+            body = b""
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        if payload is not None or text is not None:
+            self.send_header("Content-Type", content_type)
+        if self.server.cors and _PATH.fullmatch(urllib.parse.urlsplit(self.path).path):  # type: ignore[attr-defined]
+            for name, value in CORS_HEADERS.items():
+                self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _options(self, api: RestApi, path: str) -> None:
+        """http_server.cc: a CORS preflight needs an http(s) Origin; no body either way."""
+        start = time.perf_counter()
+        if re.search(r"https?://", self.headers.get("Origin", "")):
+            code = Code.OK
+        else:
+            code = Code.FAILED_PRECONDITION  # "Origin header is missing in CORS preflight"
+        api.record("OPTIONS", path, code, start)
+        self._reply(200 if code == Code.OK else 400, None)
+
+    def _run(self, api: RestApi, path: str, body: bytes) -> tuple[int, dict]:
+        """The request on the server's executor (its --rest_api_num_threads), within its
+        --rest_api_timeout_in_ms for model calls; inline when neither is set."""
+        server = self.server
+        executor: futures.ThreadPoolExecutor | None = server.executor  # type: ignore[attr-defined]
+        if executor is None:
+            return api.handle(self.command, path, body)
+        future = executor.submit(api.handle, self.command, path, body)
+        timeout_ms = server.timeout_ms  # type: ignore[attr-defined]
+        if not timeout_ms or self.command != "POST":
+            return future.result()
+        try:
+            return future.result(timeout=timeout_ms / 1000)
+        except futures.TimeoutError:
+            api.record(self.command, path, Code.DEADLINE_EXCEEDED, time.perf_counter())
+            return 504, {"error": DEADLINE_MESSAGE}
 
     def _handle(self) -> None:
         try:
@@ -200,14 +293,19 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         path = urllib.parse.urlsplit(self.path).path
         api: RestApi = self.server.api  # type: ignore[attr-defined]
-        if path == STATS_PATH and self.command == "GET":
+        metrics_path = self.server.metrics_path  # type: ignore[attr-defined]
+        if metrics_path is not None and path == metrics_path and api.metrics is not None:
+            self._reply(200, None, "text/plain", api.metrics.prometheus_text())
+        elif path == STATS_PATH and self.command == "GET":
             self._reply(200, api.service.stats.as_dict())
         elif not _PATH.fullmatch(path):
             self._reply(HTTPStatus.NOT_FOUND, {"error": f"Not found: {path}"})
+        elif self.command == "OPTIONS":
+            self._options(api, path)
         else:
-            self._reply(*api.handle(self.command, path, body))
+            self._reply(*self._run(api, path, body))
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
 
 class _HttpServer(ThreadingHTTPServer):
@@ -219,9 +317,28 @@ class _HttpServer(ThreadingHTTPServer):
 class RestServer:
     """TF Serving's REST API for `service` on host:port (port 0: any free port)."""
 
-    def __init__(self, service: PredictionService, host: str = "0.0.0.0", port: int = 8501):
+    def __init__(
+        self,
+        service: PredictionService,
+        host: str = "0.0.0.0",
+        port: int = 8501,
+        num_threads: int | None = None,
+        timeout_ms: int | None = None,
+        metrics: Metrics | None = None,
+        metrics_path: str | None = None,
+        cors: bool = False,
+    ):
         self._httpd = _HttpServer((host, port), _RequestHandler)
-        self._httpd.api = RestApi(service)  # type: ignore[attr-defined]
+        self._httpd.api = RestApi(service, metrics)  # type: ignore[attr-defined]
+        self._httpd.metrics_path = metrics_path  # type: ignore[attr-defined]
+        self._httpd.cors = cors  # type: ignore[attr-defined]
+        self._httpd.timeout_ms = timeout_ms  # type: ignore[attr-defined]
+        self._executor = (
+            futures.ThreadPoolExecutor(num_threads or 64, thread_name_prefix="rest")
+            if num_threads or timeout_ms
+            else None
+        )
+        self._httpd.executor = self._executor  # type: ignore[attr-defined]
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="rest-server", daemon=True
         )
@@ -236,3 +353,5 @@ class RestServer:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
