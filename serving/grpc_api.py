@@ -15,7 +15,6 @@ import time
 from concurrent import futures
 
 import grpc
-import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (
     inference_pb2,
@@ -29,6 +28,7 @@ from serving.model_manager import ModelSpec
 from serving.monitoring import Metrics
 from serving.prediction_service import PredictionService, Result
 from serving.protos import serving_protos
+from serving.tensor_proto import array_to_tensor_proto
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response = self.protos.predict_pb2.PredictResponse()
         _fill_response_spec(response.model_spec, result)
         for name, array in result.outputs.items():
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(array)))
+            response.outputs[name].CopyFrom(array_to_tensor_proto(array))
         return response
 
     def Predict(self, request, context):  # noqa: N802  (gRPC method name)
