@@ -22,6 +22,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,8 +72,6 @@ _INT_RANGES = {
     DT_UINT32: (0, 2**32 - 1),
     DT_UINT64: (0, 2**64 - 1),
 }
-_MAX_EXACT_INT = {DT_FLOAT: 2**24 - 1, DT_DOUBLE: 2**53 - 1}
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def dtype_name(dtype: int) -> str:
@@ -92,8 +91,47 @@ def numpy_dtype(dtype: int):
 # Parsing
 
 
+# TF Serving truncates the JSON it quotes in error messages (JsonValueToDebugString).
+MAX_JSON_DEBUG_STRING_BYTES = 256
+# TensorFlow's limit on a tensor's rank (TensorShape::MaxDimensions()).
+MAX_TENSOR_RANK = 254
+
+
 def _json_value_to_string(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON of `value`, cut after MAX_JSON_DEBUG_STRING_BYTES as TF Serving cuts it.
+
+    Iterative, so a value nested 100,000 deep is quoted without Python's recursion limit.
+    Like rapidjson's bounded writer, a token starts only while the output is under the
+    limit, so the text may end mid-structure.
+    """
+    out: list[str] = []
+    size = 0
+    # Items: ("v", value, prefix) to write a value, ("t", text) to write closing text.
+    stack: list[tuple] = [("v", value, "")]
+    while stack and size < MAX_JSON_DEBUG_STRING_BYTES:
+        item = stack.pop()
+        if item[0] == "t":
+            piece = item[1]
+        else:
+            _, current, prefix = item
+            if isinstance(current, list):
+                piece = prefix + "["
+                stack.append(("t", "]"))
+                for index in range(len(current) - 1, -1, -1):
+                    stack.append(("v", current[index], "," if index else ""))
+            elif isinstance(current, dict):
+                piece = prefix + "{"
+                stack.append(("t", "}"))
+                entries = list(current.items())
+                for index in range(len(entries) - 1, -1, -1):
+                    key, member = entries[index]
+                    key_text = ("," if index else "") + json.dumps(key, ensure_ascii=False) + ":"
+                    stack.append(("v", member, key_text))
+            else:
+                piece = prefix + json.dumps(current, ensure_ascii=False)
+        out.append(piece)
+        size += len(piece.encode("utf-8"))
+    return "".join(out)
 
 
 def _json_type_string(value: Any) -> str:
@@ -117,7 +155,13 @@ def _format_error(value: Any, *parts: str):
 
 
 def parse_json_object(body: bytes) -> dict:
-    """Parses a request body; TF Serving's errors for empty, malformed or non-object JSON."""
+    """Parses a request body; TF Serving's errors for empty, malformed or non-object JSON.
+
+    Valid JSON goes through the C parser; JSON nested deeper than Python's recursion limit
+    is parsed iteratively (TF Serving's rapidjson parses with kParseIterativeFlag, so any
+    depth is accepted), and malformed JSON is parsed again by the iterative parser to
+    report rapidjson's message and byte offset.
+    """
     if not body or not body.strip():
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
@@ -128,11 +172,145 @@ def parse_json_object(body: bytes) -> dict:
         ) from None
     try:
         document = json.loads(text)  # accepts NaN/Infinity like rapidjson's kParseNanAndInfFlag
-    except json.JSONDecodeError as e:
-        raise invalid_argument(f"JSON Parse error: {e.msg} at offset: {e.pos}") from None
+    except (RecursionError, json.JSONDecodeError):
+        document = parse_json_iteratively(text)
     if not isinstance(document, dict):
         raise _format_error(document, "Is not object")
     return document
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_LITERALS = {
+    "true": True,
+    "false": False,
+    "null": None,
+    "NaN": math.nan,
+    "Infinity": math.inf,
+    "-Infinity": -math.inf,
+}
+
+
+class _JsonSyntaxError(Exception):
+    def __init__(self, message: str, position: int):
+        super().__init__(message)
+        self.message, self.position = message, position
+
+
+def _scan_string(text: str, position: int) -> tuple[str, int]:
+    """The string starting at the quote `position`; rapidjson's messages for bad ones."""
+    try:
+        return json.decoder.scanstring(text, position + 1)
+    except json.JSONDecodeError as e:
+        if e.msg.startswith("Unterminated"):
+            raise _JsonSyntaxError(
+                "Missing a closing quotation mark in string.", len(text)
+            ) from None
+        if "\\u" in e.msg or "uXXXX" in e.msg:
+            raise _JsonSyntaxError(
+                "Incorrect hex digit after \\u escape in string.", e.pos
+            ) from None
+        if "escape" in e.msg:
+            raise _JsonSyntaxError("Invalid escape character in string.", e.pos) from None
+        raise _JsonSyntaxError("Invalid encoding in string.", e.pos) from None
+
+
+def _scan_scalar(text: str, position: int) -> tuple[Any, int]:
+    for literal, value in _LITERALS.items():
+        if text.startswith(literal, position):
+            return value, position + len(literal)
+    match = _NUMBER.match(text, position)
+    if not match or match.end() == position:
+        raise _JsonSyntaxError("Invalid value.", position)
+    number = match.group(0)
+    if match.group(1) or match.group(2):
+        return float(number), match.end()
+    return int(number), match.end()
+
+
+def parse_json_iteratively(text: str) -> Any:
+    """A JSON document -> Python values without recursion (any nesting depth).
+
+    Raises TF Serving's "JSON Parse error: <rapidjson message> at offset: <byte offset>".
+    """
+    try:
+        return _parse_iteratively(text)
+    except _JsonSyntaxError as e:
+        offset = len(text[: e.position].encode("utf-8"))
+        raise invalid_argument(f"JSON Parse error: {e.message} at offset: {offset}") from None
+
+
+def _parse_iteratively(text: str) -> Any:
+    def skip(position: int) -> int:
+        return _WHITESPACE.match(text, position).end()
+
+    def object_key(position: int) -> tuple[str, int]:
+        if position >= len(text) or text[position] != '"':
+            raise _JsonSyntaxError("Missing a name for object member.", position)
+        key, position = _scan_string(text, position)
+        position = skip(position)
+        if position >= len(text) or text[position] != ":":
+            raise _JsonSyntaxError("Missing a colon after a name of object member.", position)
+        return key, skip(position + 1)
+
+    # Open containers: [list or dict, pending key (dicts)].
+    stack: list[list] = []
+    position = skip(0)
+    while True:
+        # Read one value at `position`; an opened container with members continues the loop.
+        if position >= len(text):
+            raise _JsonSyntaxError("Invalid value.", position)
+        char = text[position]
+        if char == "{":
+            position = skip(position + 1)
+            if position < len(text) and text[position] == "}":
+                value, position = {}, position + 1
+            else:
+                key, position = object_key(position)
+                stack.append([{}, key])
+                continue
+        elif char == "[":
+            position = skip(position + 1)
+            if position < len(text) and text[position] == "]":
+                value, position = [], position + 1
+            else:
+                stack.append([[], None])
+                continue
+        elif char == '"':
+            value, position = _scan_string(text, position)
+        else:
+            value, position = _scan_scalar(text, position)
+        # Attach the value to its container; close containers that end here.
+        while True:
+            if not stack:
+                position = skip(position)
+                if position != len(text):
+                    raise _JsonSyntaxError(
+                        "The document root must not be followed by other values.", position
+                    )
+                return value
+            container, key = stack[-1]
+            if key is None:
+                container.append(value)
+            else:
+                container[key] = value
+            position = skip(position)
+            closing = "]" if key is None else "}"
+            if position < len(text) and text[position] == ",":
+                position = skip(position + 1)
+                if key is not None:
+                    stack[-1][1], position = object_key(position)
+                break
+            if position < len(text) and text[position] == closing:
+                stack.pop()
+                value, position = container, position + 1
+                continue
+            raise _JsonSyntaxError(
+                "Missing a comma or ']' after an array element."
+                if key is None
+                else "Missing a comma or '}' after an object member.",
+                position,
+            )
 
 
 def signature_name_of(document: Mapping) -> str:
@@ -154,8 +332,12 @@ def _is_base64_object(value: Any) -> bool:
 def _decode_base64_object(value: Any) -> bytes:
     if not _is_base64_object(value):
         raise _format_error(value, "not formatted correctly for base64 data")
+    encoded = value["b64"]
+    # absl::Base64Unescape (TF Serving) accepts data without its "=" padding.
+    if not encoded.endswith("="):
+        encoded += "=" * (-len(encoded) % 4)
     try:
-        return base64.b64decode(value["b64"], validate=True)
+        return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise invalid_argument("Unable to base64 decode") from None
 
@@ -174,19 +356,14 @@ def _is_number(value: Any) -> bool:
 def _convert_scalar(value: Any, dtype: int) -> Any:
     """One JSON leaf -> a Python value for a tensor of `dtype` (AddValueToTensor)."""
     if dtype in (DT_FLOAT, DT_DOUBLE):
+        # Any JSON number, as rapidjson's GetFloat()/GetDouble(): 1435774380 becomes
+        # 1.43577434e+09 and 1.79769e308 becomes Infinity for a float (TF Serving since 2021).
         if not _is_number(value):
             raise _type_error(value, dtype)
-        lossless = (
-            abs(value) <= _MAX_EXACT_INT[dtype]
-            if isinstance(value, int)
-            else (not math.isfinite(value) or dtype == DT_DOUBLE or abs(value) <= _FLOAT32_MAX)
-        )
-        if not lossless:
-            raise invalid_argument(
-                f"Cannot convert JSON value: {_json_value_to_string(value)} to "
-                f"{dtype_name(dtype)} without loss of precision."
-            )
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond double's range
+            return math.copysign(math.inf, value)
     if dtype == DT_STRING:
         if not isinstance(value, str):
             raise _type_error(value, dtype)
@@ -246,6 +423,13 @@ def _fill_values(value: Any, level: int, shape: list[int], dtype: int, out: list
 def json_to_array(value: Any, dtype: int) -> np.ndarray:
     """A JSON (nested list) value -> a numpy array for a tensor of TF dtype `dtype`."""
     shape = _dense_shape(value)
+    if len(shape) > MAX_TENSOR_RANK:
+        # TensorFlow cannot hold it; checked before the (recursive) fill, so JSON nested
+        # 100,000 deep is a 400 rather than Python's recursion limit.
+        raise invalid_argument(
+            f"JSON Value: {_json_value_to_string(value)} is nested {len(shape)} lists deep: "
+            f"a tensor has at most {MAX_TENSOR_RANK} dimensions"
+        )
     flat: list = []
     _fill_values(value, 0, shape, dtype, flat)
     np_dtype = numpy_dtype(dtype)
@@ -253,7 +437,8 @@ def json_to_array(value: Any, dtype: int) -> np.ndarray:
         array = np.empty(len(flat), dtype=object)
         array[:] = flat
         return array.reshape(shape)
-    return np.asarray(flat, dtype=np_dtype).reshape(shape)
+    with np.errstate(over="ignore"):  # doubles beyond float32's range become +-inf
+        return np.asarray(flat, dtype=np_dtype).reshape(shape)
 
 
 def _is_element_object(value: Any) -> bool:
@@ -351,7 +536,9 @@ def predict_request_to_arrays(
     only for single-input signatures).
     """
     if not input_dtypes:
-        raise invalid_argument("Failed to get input map for signature")
+        raise invalid_argument(
+            f"Failed to get input map for signature: {signature_name_of(document) or 'DEFAULT'}"
+        )
     has_instances, has_inputs = "instances" in document, "inputs" in document
     if has_instances and has_inputs:
         raise _format_error(
@@ -401,16 +588,15 @@ def _add_value_to_feature(value: Any, name: str, feature, kinds: dict) -> None:
         feature.bytes_list.value.append(value.encode("utf-8"))
     elif isinstance(value, float):
         require("float")
-        if math.isfinite(value) and abs(value) > _FLOAT32_MAX:
-            raise invalid_argument(
-                f"Cannot convert JSON value: {_json_value_to_string(value)} to float without "
-                "loss of precision."
-            )
-        feature.float_list.value.append(value)
+        # rapidjson's GetFloat(): a double beyond float's range is +-inf, not an error.
+        with np.errstate(over="ignore"):
+            feature.float_list.value.append(float(np.float32(value)))
     else:
         require("int64")
         if value > 2**63 - 1:
-            raise invalid_argument(f"Feature: {name} has uint64 element. Only int64 is supported.")
+            raise invalid_argument(
+                f"Feature: {name} has uint64_t element. Only int64_t is supported."
+            )
         feature.int64_list.value.append(value)
 
 
@@ -478,9 +664,29 @@ def _leaf_to_json(value: Any, as_bytes: bool, kind: str) -> Any:
     return int(value)
 
 
+# The dtypes TF Serving's JSON writer handles (AddSingleValueAndAdvance); others are a 400.
+_WRITABLE_DTYPES = frozenset(
+    np.dtype(t)
+    for t in (
+        np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+        np.uint8, np.uint32, np.uint64, np.bool_,
+    )
+)  # fmt: skip
+_TF_DTYPE_NAMES = {"float16": "half", "complex64": "complex64", "complex128": "complex128"}
+
+
+def _check_writable(array: np.ndarray) -> None:
+    # Checked only for tensors with values: TF Serving fails while writing a value, so an
+    # empty tensor of any dtype is written.
+    if array.size and array.dtype.kind not in "OSU" and array.dtype not in _WRITABLE_DTYPES:
+        name = _TF_DTYPE_NAMES.get(array.dtype.name, array.dtype.name)
+        raise invalid_argument(f"Failed to write JSON value for tensor type: {name}")
+
+
 def array_to_json(array: np.ndarray, as_bytes: bool = False) -> Any:
     """A numpy array -> nested JSON lists (scalars stay scalars)."""
     array = np.asarray(array)
+    _check_writable(array)
     kind = array.dtype.kind
     if array.ndim == 0:
         return _leaf_to_json(array[()], as_bytes, kind)
@@ -513,19 +719,19 @@ def predict_response_json(outputs: Mapping[str, np.ndarray], request_format: str
             for name, array in outputs.items()
         }
         return {"outputs": converted if len(converted) > 1 else next(iter(converted.values()))}
-    batch_size = 0
+    batch_size = -1
     for name, array in outputs.items():
         array = np.asarray(array)
         if array.ndim == 0:
             raise invalid_argument(f"Tensor name: {name} has no shape information ")
-        if array.shape[0] < 1:
-            raise invalid_argument(f"Tensor name: {name} has invalid batch size: {array.shape[0]}")
-        if batch_size and batch_size != array.shape[0]:
+        if batch_size >= 0 and batch_size != array.shape[0]:
             raise invalid_argument(
                 f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
                 f"expecting: {batch_size}"
             )
         batch_size = array.shape[0]
+    if batch_size == 0:  # a zero-size batch: no rows, as TF Serving writes it
+        return {"predictions": []}
     per_output = {
         name: array_to_json(array, _is_bytes_output(name, array)) for name, array in outputs.items()
     }
