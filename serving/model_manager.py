@@ -363,6 +363,9 @@ class ServerCore:
         self._lock = threading.Lock()  # guards _managers and _labels
         self._reload_lock = threading.Lock()
         self._managers: dict[str, ModelManager] = {}
+        # Models no longer configured: their versions' last states stay reported (END), as
+        # TF Serving's ServableStateMonitor keeps them.
+        self._retired: dict[str, ModelManager] = {}
         self._labels: dict[str, dict[str, int]] = {}
         self._started = False
 
@@ -397,7 +400,10 @@ class ServerCore:
             for name in list(managers):
                 if name not in models or models[name].base_path != old[name].base_path:
                     logger.info("Unloading model %s (no longer in the config as before)", name)
-                    managers.pop(name).stop(unload=True)
+                    retired = managers.pop(name)
+                    retired.stop(unload=True)
+                    with self._lock:
+                        self._retired[name] = retired
             for name, model in models.items():
                 if name in managers:
                     from serving.server_config import versions_to_serve
@@ -488,8 +494,12 @@ class ServerCore:
         """GetModelStatus (get_model_status_impl.cc): one version if the spec names a
         version, else every version seen, newest first. A version *label* is not looked up
         there (only `has_version()` is checked), so any label answers all versions."""
-        manager = self.managers.get(spec.name)
-        statuses = manager.version_statuses() if manager is not None else {}
+        with self._lock:
+            managers = [self._retired.get(spec.name), self._managers.get(spec.name)]
+        statuses = {}
+        for manager in managers:
+            if manager is not None:
+                statuses.update(manager.version_statuses())
         if spec.version is not None:
             if spec.version not in statuses:
                 raise not_found(f"Could not find version {spec.version} of model {spec.name}")
