@@ -51,6 +51,12 @@ def _fill_response_spec(response_spec, result: Result) -> None:
     response_spec.signature_name = result.signature_name
 
 
+def _require_model_spec(request) -> None:
+    """predict_impl.cc, classification_service.cc, ...: a request without a ModelSpec."""
+    if not request.HasField("model_spec"):
+        raise invalid_argument("Missing ModelSpec")
+
+
 def _serialized_examples(input_proto) -> list[bytes]:
     """tensorflow.serving.Input -> serialized tf.Examples (context merged into each)."""
     kind = input_proto.WhichOneof("kind")
@@ -130,6 +136,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.protos = serving_protos()
 
     def _predict(self, request):
+        _require_model_spec(request)
         inputs = {}
         for alias, tensor in request.inputs.items():
             try:
@@ -153,8 +160,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         )
 
     def _classify(self, request):
+        _require_model_spec(request)
+        # The input is read after the servable and signature checks, as TF Serving does.
         result = self.service.classify(
-            model_spec_from_proto(request.model_spec), _serialized_examples(request.input)
+            model_spec_from_proto(request.model_spec), lambda: _serialized_examples(request.input)
         )
         response = self.protos.classification_pb2.ClassificationResponse()
         _fill_response_spec(response.model_spec, result)
@@ -170,8 +179,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         )
 
     def _regress(self, request):
+        _require_model_spec(request)
         result = self.service.regress(
-            model_spec_from_proto(request.model_spec), _serialized_examples(request.input)
+            model_spec_from_proto(request.model_spec), lambda: _serialized_examples(request.input)
         )
         response = self.protos.regression_pb2.RegressionResponse()
         _fill_response_spec(response.model_spec, result)
@@ -209,13 +219,14 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def MultiInference(self, request, context):  # noqa: N802
         return _call(context, self._multi_inference, request)
 
-    def GetModelMetadata(self, request, context):  # noqa: N802
-        return _call(
-            context,
-            self.service.model_metadata,
-            model_spec_from_proto(request.model_spec),
-            list(request.metadata_field),
+    def _model_metadata(self, request):
+        _require_model_spec(request)
+        return self.service.model_metadata(
+            model_spec_from_proto(request.model_spec), list(request.metadata_field)
         )
+
+    def GetModelMetadata(self, request, context):  # noqa: N802
+        return _call(context, self._model_metadata, request)
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):

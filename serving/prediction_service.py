@@ -187,11 +187,17 @@ class PredictionService:
             )
         return rows
 
-    def classify(self, spec: ModelSpec, serialized_examples: list[bytes]) -> Result:
+    def classify(
+        self, spec: ModelSpec, serialized_examples: list[bytes] | Callable[[], list[bytes]]
+    ) -> Result:
+        """`serialized_examples` may be a function, called after the servable and signature
+        checks (so that their errors come first, as in TF Serving)."""
         servable = self.manager.servable_for(spec)
         name, alias, signature, contract = self._classification_signature(
             servable, spec.signature_name
         )
+        if callable(serialized_examples):
+            serialized_examples = serialized_examples()
         outputs = self._run(servable, name, {alias: _examples_array(serialized_examples)})
         rows = self._classifications(
             servable, signature, contract, outputs, len(serialized_examples)
@@ -222,9 +228,13 @@ class PredictionService:
             )
         return [float(v) for v in values]
 
-    def regress(self, spec: ModelSpec, serialized_examples: list[bytes]) -> Result:
+    def regress(
+        self, spec: ModelSpec, serialized_examples: list[bytes] | Callable[[], list[bytes]]
+    ) -> Result:
         servable = self.manager.servable_for(spec)
         name, alias = self._regression_signature(servable, spec.signature_name)
+        if callable(serialized_examples):
+            serialized_examples = serialized_examples()
         outputs = self._run(servable, name, {alias: _examples_array(serialized_examples)})
         return Result(
             servable, name, regressions=self._regressions(outputs, len(serialized_examples))
