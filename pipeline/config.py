@@ -58,6 +58,12 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=False)
 
 
+# Keras dtype policies a model may train or be exported with: float32, or bfloat16 compute
+# with float32 weights (Keras's "mixed_bfloat16"; fast on CPUs with AVX512_BF16 or AMX, and
+# on GPUs and TPUs).
+Precision = Literal["float32", "mixed_bfloat16"]
+
+
 # Vertex AI / Kubeflow Pipelines accept only these pipeline names; checked for every config
 # so a pipeline that runs locally also compiles for Vertex.
 PIPELINE_NAME_PATTERN = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
@@ -121,11 +127,19 @@ class TrainingSection(Section):
     seed: Int = 42
     # Batch by padded length buckets, trimming padding per batch (much faster on short text).
     length_buckets: list[Int] = Field(default_factory=lambda: [16, 32, 64])
+    precision: Precision = "float32"  # the Keras dtype policy while fine-tuning
+    jit_compile: Bool = False  # XLA-compile the train step (Keras's model.compile argument)
 
 
 class ServingSection(Section):
     model_name: Str
     serving_dir: Str = "serving_models"
+    # What the exported SavedModel computes the encoder in (the head and outputs stay
+    # float32, so the signatures are the same either way); independent of training.precision.
+    precision: Precision = "float32"
+    # The encoder call in a tf.function(jit_compile=True): TF Serving then needs
+    # --xla_cpu_compilation_enabled=true (README, "Serving").
+    jit_compile: Bool = False
 
 
 class ScoringSection(Section):
@@ -215,9 +229,19 @@ class PretrainingSection(Section):
     warmup_fraction: Float = 0.1
     weight_decay: Float = 0.01
     eval_batches: Int = 20
-    mixed_precision: Bool = False  # bfloat16 compute (GPUs/TPUs)
+    precision: Precision = "float32"  # the same key as a fine-tuning config's
     jit_compile: Bool = False  # XLA
     seed: Int = 42
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        # `mixed_precision: true` was this section's key before fine-tuning gained the same
+        # option; one name for both now, and a config with the old one says what to write.
+        if isinstance(data, dict) and "mixed_precision" in data:
+            new = "mixed_bfloat16" if data["mixed_precision"] is True else "float32"
+            raise ValueError(f"mixed_precision was renamed: write precision: {new}")
+        return data
 
 
 # The pretraining-data component's own dataclass is the `examples:` section; pydantic

@@ -81,6 +81,9 @@ def module_config(config: FinetuneConfig, checkpoint_dir: str) -> dict:
         "dropout": config.model.dropout,
         "warm_start": config.model.warm_start,
         **config.training.model_dump(),
+        # What the export computes in (training's own precision/jit_compile come above).
+        "serving_precision": config.serving.precision,
+        "serving_jit_compile": config.serving.jit_compile,
         **get_task(config).module_config(config),
         "code_fingerprint": code_fingerprint(),
     }

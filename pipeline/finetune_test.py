@@ -197,6 +197,10 @@ def test_module_config_carries_the_settings_and_the_code_fingerprint(tmp_path):
         "eval_batch_size": 128,
         "seed": 42,
         "length_buckets": [8, 16],
+        "precision": "float32",  # training.precision's default
+        "jit_compile": False,
+        "serving_precision": "float32",  # serving.precision's default
+        "serving_jit_compile": False,
         "code_fingerprint": code_fingerprint(),
     }
 

@@ -268,3 +268,36 @@ def test_scheduled_settings(tmp_path):
     assert config.pipeline.schedule == "@daily"
     with pytest.raises(ConfigError, match="model.warm_start: expected 'checkpoint' or 'latest_blessed'"):
         load_config(write(tmp_path, text.replace("warm_start: latest_blessed", "warm_start: newest")))
+
+
+def test_precision_and_compilation_for_training_and_serving(tmp_path):
+    default = load_config(write(tmp_path, VALID))
+    assert (default.training.precision, default.training.jit_compile) == ("float32", False)
+    assert (default.serving.precision, default.serving.jit_compile) == ("float32", False)
+    config = load_config(write(tmp_path, VALID.replace(
+        "learning_rate: 5e-5}", "learning_rate: 5e-5, precision: mixed_bfloat16, "
+                                "jit_compile: true}").replace(
+        "serving_dir: out}", "serving_dir: out, precision: mixed_bfloat16, jit_compile: true}")))
+    assert (config.training.precision, config.training.jit_compile) == ("mixed_bfloat16", True)
+    assert (config.serving.precision, config.serving.jit_compile) == ("mixed_bfloat16", True)
+    pretrain = load_config(write(tmp_path, PRETRAIN + "training: {precision: mixed_bfloat16}\n"))
+    assert pretrain.training.precision == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (VALID.replace("serving_dir: out}", "serving_dir: out, precision: bfloat16}"),
+         "serving.precision: expected 'float32' or 'mixed_bfloat16', got 'bfloat16'"),
+        (VALID.replace("learning_rate: 5e-5}", "learning_rate: 5e-5, jit_compile: 1}"),
+         "training.jit_compile: expected true/false, got 1"),
+        # Pretraining's former key: refused, naming the one to write instead.
+        (PRETRAIN + "training: {mixed_precision: true}\n",
+         "training: mixed_precision was renamed: write precision: mixed_bfloat16"),
+    ],
+)
+def test_bad_precision_settings_name_the_key(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value) and "\n" not in str(error.value)

@@ -217,7 +217,7 @@ def _trainer_config(tmp_path: Path, **overrides) -> dict:
         "num_layers": 1, "num_heads": 2, "hidden_dim": 32, "intermediate_dim": 64,
         "dropout": 0.1, "init_checkpoint": None, "batch_size": 8, "train_steps": 4,
         "checkpoint_every": 2, "learning_rate": 1e-3, "warmup_fraction": 0.1,
-        "weight_decay": 0.01, "eval_batches": 1, "mixed_precision": False,
+        "weight_decay": 0.01, "eval_batches": 1, "precision": "float32",
         "jit_compile": False, "seed": 1, "max_seq_length": 64, "max_predictions_per_seq": 10,
         "backup_root": str(tmp_path / "backups"), **overrides,
     }
@@ -227,7 +227,7 @@ XLA_COMPILED = "Compiled cluster using XLA"  # TensorFlow's log line, once per p
 
 
 def test_mixed_precision_and_xla_from_config(pretrained, tmp_path):
-    """The Trainer's run_fn with `mixed_precision` (bfloat16) and `jit_compile` (XLA) off,
+    """The Trainer's run_fn with `precision: mixed_bfloat16` and `jit_compile` (XLA) off,
     then on, on the real examples the pipeline above generated: what the trained model
     computed in, stored its weights in, and whether XLA compiled its train step."""
     examples = _examples(pretrained["tmp"])
@@ -237,7 +237,7 @@ def test_mixed_precision_and_xla_from_config(pretrained, tmp_path):
         import sys
         print("--- flags on ---", file=sys.stderr, flush=True)
         run(json.loads({json.dumps(_trainer_config(
-            tmp_path, mixed_precision=True, jit_compile=True))!r}), {str(on)!r})
+            tmp_path, precision="mixed_bfloat16", jit_compile=True))!r}), {str(on)!r})
     """)
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                             text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"})

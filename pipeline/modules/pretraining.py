@@ -201,8 +201,7 @@ def run_fn(fn_args) -> None:
 
     config = fn_args.custom_config
     keras.utils.set_random_seed(config["seed"])
-    keras.mixed_precision.set_global_policy(
-        "mixed_bfloat16" if config["mixed_precision"] else "float32")
+    keras.mixed_precision.set_global_policy(config["precision"])
     examples_root = _examples_root(fn_args.train_files)
     vocabulary, lower_case = read_vocabulary_dir(os.path.join(examples_root, "vocabulary"))
     backbone, model = _build_model(config, vocabulary)
