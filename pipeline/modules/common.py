@@ -158,6 +158,13 @@ def save_weights(model, fn_args: Any) -> None:
     os.remove(local)
 
 
+def export_precision(custom_config: dict[str, Any]) -> dict[str, Any]:
+    """The export functions' `precision` and `jit_compile` arguments: config
+    `serving.precision` and `serving.jit_compile` (float32, no XLA when absent)."""
+    return {"precision": custom_config.get("serving_precision", "float32"),
+            "jit_compile": bool(custom_config.get("serving_jit_compile", False))}
+
+
 def compile_and_fit(
     model,
     loss,
@@ -166,7 +173,8 @@ def compile_and_fit(
     fn_args: Any,
     total_steps: int,
 ) -> dict[str, list[float]]:
-    """Compiles with BERT's optimizer, trains `total_steps` steps (none for 0: the
+    """Compiles with BERT's optimizer in `training.precision` (`bert_keras.precision`) and
+    with `training.jit_compile`, trains `total_steps` steps (none for 0: the
     warm-started model is exported untrained), writes `history.json`; returns the history.
 
     While it trains, the console shows the live progress and each epoch's metrics, and
@@ -176,15 +184,23 @@ def compile_and_fit(
     `model.compile` keyword arguments (`metrics=[...]` or `weighted_metrics=[...]`).
     """
     from bert_keras.optimization import build_adamw
+    from bert_keras.precision import set_precision
     from pipeline.modules.progress import TensorBoardLogs, TrainingProgress, summary_every
 
     config = fn_args.custom_config
     warm_start(model, fn_args)
+    # training.precision: the encoder in bfloat16 or float32, the head in float32; set on
+    # the built model's layers (not Keras's global policy), so it also holds for a
+    # checkpoint whose stored config names a dtype.
+    set_precision(model, config.get("precision", "float32"))
     model.compile(
         # BERT's recipe: AdamW, linear warm-up then linear decay, no decay on biases/LayerNorm.
         optimizer=build_adamw(config["learning_rate"], max(total_steps, 1),
                               config["warmup_fraction"], config["weight_decay"]),
         loss=loss,
+        # XLA-compiles the train step (training.jit_compile); Keras turns it off by itself
+        # for a model XLA cannot compile.
+        jit_compile=bool(config.get("jit_compile", False)),
         **metrics,
     )
     train = make_dataset(fn_args.train_files, config["batch_size"], True)

@@ -33,3 +33,47 @@ def test_per_token_targets_are_cut_with_the_features():
     (features, labels, weights), = batches
     assert features["token_ids"].shape == labels.shape == weights.shape == (3, 4)
     assert labels.numpy()[:, 0].tolist() == [3, 2, 4]
+
+
+def test_compile_and_fit_trains_in_the_configured_precision_and_compilation(tmp_path):
+    """training.precision mixed_bfloat16: the encoder computes in bfloat16, the head in
+    float32, the weights stay float32; training.jit_compile: Keras compiles the train step
+    with XLA. A tiny BERT classifier, 4 steps."""
+    import types
+
+    import keras
+    import numpy as np
+
+    from bert_keras.backbone import ConfigurableBertBackbone
+    from bert_keras.classifier import build_text_classifier
+    from pipeline.modules.common import compile_and_fit
+
+    keras.utils.set_random_seed(0)
+    backbone = ConfigurableBertBackbone(vocabulary_size=50, num_layers=1, num_heads=2,
+                                        hidden_dim=16, intermediate_dim=32,
+                                        max_sequence_length=12)
+    model = build_text_classifier(backbone, num_classes=2, pooling="mean")
+    features = {"token_ids": np.random.randint(5, 50, (16, 12)).astype("int32"),
+                "segment_ids": np.zeros((16, 12), "int32"),
+                "padding_mask": np.ones((16, 12), "int32")}
+    labels = np.random.randint(0, 2, 16)
+
+    def make_dataset(files, batch_size, shuffle):
+        return tf.data.Dataset.from_tensor_slices((features, labels)).batch(batch_size)
+
+    config = {"batch_size": 4, "eval_batch_size": 8, "epochs": 1, "learning_rate": 1e-3,
+              "warmup_fraction": 0.1, "weight_decay": 0.01, "checkpoint_dir": "unused",
+              "precision": "mixed_bfloat16", "jit_compile": True}
+    fn_args = types.SimpleNamespace(custom_config=config, train_files=[], eval_files=[],
+                                    model_run_dir=str(tmp_path / "model_run"),
+                                    serving_model_dir=str(tmp_path / "model" / "Format-Serving"))
+    history = compile_and_fit(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                              {"metrics": ["accuracy"]}, make_dataset, fn_args, 4)
+    assert np.isfinite(history["loss"]).all()
+    assert model.jit_compile is True
+    assert backbone.compute_dtype == "bfloat16"
+    assert backbone.transformer_layers[0].compute_dtype == "bfloat16"
+    assert model.get_layer("logits").compute_dtype == "float32"
+    assert {v.dtype for v in model.weights} == {"float32"}
+    sequence = backbone({name: value[:2] for name, value in features.items()})["sequence_output"]
+    assert sequence.dtype == "bfloat16"
