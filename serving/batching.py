@@ -48,6 +48,11 @@ class BatchingOptions:
     # Batches are padded up to the next allowed size (the last must equal max_batch_size).
     allowed_batch_sizes: tuple[int, ...] = ()
     pad_variable_length_inputs: bool = False
+    # True: a request with more rows than max_batch_size is split into batches of at most
+    # max_batch_size rows (up to the queue's capacity, max_enqueued_batches batches).
+    # False: such a request is refused (INVALID_ARGUMENT), as TF Serving refuses any request
+    # over max_batch_size; TF Serving splits only down to max_execution_batch_size.
+    enable_large_batch_splitting: bool = True
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -90,10 +95,10 @@ class BatchingOptions:
                 "max_enqueued_batches",
             ):
                 values[key] = int(value)
-            elif key == "pad_variable_length_inputs":
+            elif key in ("pad_variable_length_inputs", "enable_large_batch_splitting"):
                 values[key] = value.lower() == "true"
             else:
-                # thread_pool_name, enable_large_batch_splitting, ...: TF Serving only.
+                # thread_pool_name, max_execution_batch_size, ...: TF Serving only.
                 logger.info("Batching parameter %s is not used by the built-in server", key)
         if text[position:].strip():
             raise ValueError(f"cannot parse batching parameters near: {text[position:].strip()!r}")
@@ -109,6 +114,8 @@ class BatchingOptions:
         lines += [f"allowed_batch_sizes: {size}" for size in self.allowed_batch_sizes]
         if self.pad_variable_length_inputs:
             lines.append("pad_variable_length_inputs: true")
+        if not self.enable_large_batch_splitting:
+            lines.append("enable_large_batch_splitting { value: false }")
         return "\n".join(lines) + "\n"
 
 
@@ -241,11 +248,24 @@ class BatchScheduler:
         if total == 0:
             return run(inputs)
         limit = self.options.max_batch_size
+        capacity = self.options.max_enqueued_batches * limit
+        # One request may never exceed what the queue holds: refused before anything runs
+        # (a 400 that says so, not a queue-full 503 the client would retry forever).
+        input_limit = capacity if self.options.enable_large_batch_splitting else limit
+        if total > input_limit:
+            detail = (
+                f" (max_enqueued_batches {self.options.max_enqueued_batches} x max_batch_size "
+                f"{limit}: larger requests are split into batches up to that)"
+                if self.options.enable_large_batch_splitting
+                else ""
+            )
+            raise invalid_argument(
+                f"Task size {total} is larger than maximum input batch size {input_limit}{detail}"
+            )
         futures = []
         with self._cond:
             if self._stopped:
                 raise ServingError(Code.UNAVAILABLE, "The batch scheduler is shutting down")
-            capacity = self.options.max_enqueued_batches * limit
             if self._enqueued_rows + total > capacity:
                 raise ServingError(
                     Code.UNAVAILABLE,

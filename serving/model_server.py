@@ -26,7 +26,7 @@ from serving.grpc_api import GrpcServer
 from serving.model_manager import ModelManager, ServerCore
 from serving.monitoring import Metrics, metrics_path
 from serving.prediction_service import PredictionService
-from serving.rest_api import RestServer
+from serving.rest_api import DEFAULT_MAX_BODY_BYTES, RestServer
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class ModelServer:
         grpc_max_threads: gRPC worker threads.
         rest_api_num_threads / rest_api_timeout_in_ms: see serving.rest_api.RestServer.
         rest_api_enable_cors_support: CORS headers on every REST response.
+        rest_api_max_body_bytes: larger REST request bodies are a 400, refused unread (0: no
+            limit; TF Serving has none, see serving.rest_api.DEFAULT_MAX_BODY_BYTES).
         allow_version_labels_for_unavailable_models: as TF Serving's flag.
     """
 
@@ -77,6 +79,7 @@ class ModelServer:
         rest_api_num_threads: int | None = None,
         rest_api_timeout_in_ms: int | None = None,
         rest_api_enable_cors_support: bool = False,
+        rest_api_max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         allow_version_labels_for_unavailable_models: bool = False,
     ):
         if rest_port is None and grpc_port is None and not grpc_socket_path:
@@ -110,6 +113,7 @@ class ModelServer:
             metrics=self.metrics,
             metrics_path=self.metrics_path,
             cors=rest_api_enable_cors_support,
+            max_body_bytes=rest_api_max_body_bytes,
         )
         self._grpc_options = dict(
             max_workers=grpc_max_threads,

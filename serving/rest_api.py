@@ -141,6 +141,9 @@ class RestApi:
             reply, code = (200, self._dispatch(method, path, body)), Code.OK
         except ServingError as e:
             reply, code = (e.http_status, {"error": e.message}), e.code
+        except RecursionError:  # a value too deep for some step: the client's input, not a bug
+            reply = (400, {"error": "JSON value is nested too deeply to process"})
+            code = Code.INVALID_ARGUMENT
         except Exception as e:  # noqa: BLE001  (a bug must still answer the client)
             logger.exception("Internal error on %s %s", method, path)
             reply, code = (500, {"error": f"Internal error: {e}"}), Code.INTERNAL
@@ -219,17 +222,25 @@ class _RequestHandler(BaseHTTPRequestHandler):
         logger.debug("%s - %s", self.address_string(), format % args)
 
     def _read_body(self) -> bytes:
+        """The request body; BodyTooLarge (before reading it) when over the server's limit."""
+        limit = getattr(self.server, "max_body_bytes", 0)
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             chunks = []
+            total = 0
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     while self.rfile.readline().strip():  # trailers
                         pass
                     return b"".join(chunks)
+                total += size
+                if limit and total > limit:
+                    raise BodyTooLarge(f"more than {limit}", limit)
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
+        if limit and length > limit:
+            raise BodyTooLarge(str(length), limit)
         return self.rfile.read(length) if length > 0 else b""
 
     def _reply(
@@ -287,6 +298,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         try:
             body = self._read_body()
+        except BodyTooLarge as e:
+            # Refused unread; the connection closes, as the rest of the body is not consumed.
+            self.close_connection = True
+            self._reply(400, {"error": str(e)})
+            return
         except (ValueError, OSError):
             self.close_connection = True
             self._reply(400, {"error": "Malformed request body"})
@@ -308,6 +324,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
 
+class BodyTooLarge(Exception):
+    """A request body over the server's `max_body_bytes`."""
+
+    def __init__(self, size: str, limit: int):
+        super().__init__(
+            f"Request body of {size} bytes is larger than this server's limit of {limit} bytes "
+            "(max_body_bytes); send fewer instances per request"
+        )
+
+
+# The default limit on a REST request body. TF Serving has none; the built-in server parses
+# JSON into Python objects (several times the body's size), so this limit is what bounds the
+# memory one request can take.
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
 class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True  # idle keep-alive connections must not block shutdown
     block_on_close = False
@@ -327,8 +359,11 @@ class RestServer:
         metrics: Metrics | None = None,
         metrics_path: str | None = None,
         cors: bool = False,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ):
+        """`max_body_bytes`: a larger request body is a 400, refused unread (0: no limit)."""
         self._httpd = _HttpServer((host, port), _RequestHandler)
+        self._httpd.max_body_bytes = max_body_bytes  # type: ignore[attr-defined]
         self._httpd.api = RestApi(service, metrics)  # type: ignore[attr-defined]
         self._httpd.metrics_path = metrics_path  # type: ignore[attr-defined]
         self._httpd.cors = cors  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer ops the exported graph uses)
 
+from serving.batching import concatenate_parts
 from serving.errors import Code, ServingError, invalid_argument
 from serving.json_tensor import DT_STRING
 from serving.saved_model_files import class_names, read_saved_model_proto
@@ -66,7 +67,20 @@ class Servable:
     """A loaded SavedModel version. Thread-safe: concurrent `run` calls are fine (a TF
     session runs concurrent steps)."""
 
-    def __init__(self, model_name: str, version: int, export_dir: str):
+    # Rows per session run before a request is split (see `run`): BERT-base activations for
+    # 256 rows of 128 tokens take a few hundred MB.
+    MAX_ROWS_PER_RUN = 256
+
+    def __init__(
+        self,
+        model_name: str,
+        version: int,
+        export_dir: str,
+        max_rows_per_run: int = MAX_ROWS_PER_RUN,
+    ):
+        if max_rows_per_run < 1:
+            raise ValueError(f"max_rows_per_run must be >= 1, got {max_rows_per_run}")
+        self.max_rows_per_run = max_rows_per_run
         self.model_name = model_name
         self.version = int(version)
         self.export_dir = export_dir
@@ -153,9 +167,49 @@ class Servable:
         """Runs the signature's output tensors with `inputs` fed by alias; all outputs as numpy.
 
         TensorFlow's errors keep their canonical code and message (TF Serving returns the
-        session's status as it is).
+        session's status as it is). A request with more than `max_rows_per_run` rows, on a
+        signature whose every input declares a batch dimension (`[-1, ...]`), runs as several
+        session runs of at most that many rows whose outputs are joined: the answer is the
+        same for row-wise models, and one request of 200,000 rows cannot make the server
+        allocate every activation at once (TF Serving would run it as one step).
         """
-        signature = self._signatures[signature_name or DEFAULT_SIGNATURE]
+        name = signature_name or DEFAULT_SIGNATURE
+        rows = self._batch_rows(name, inputs)
+        if rows is None or rows <= self.max_rows_per_run:
+            return self._run_once(name, inputs)
+        parts = []
+        for start in range(0, rows, self.max_rows_per_run):
+            chunk = {
+                alias: array[start : start + self.max_rows_per_run]
+                for alias, array in inputs.items()
+            }
+            outputs = self._run_once(name, chunk)
+            chunk_rows = min(self.max_rows_per_run, rows - start)
+            for alias, array in outputs.items():
+                if np.ndim(array) == 0 or np.shape(array)[0] != chunk_rows:
+                    raise ServingError(
+                        Code.FAILED_PRECONDITION,
+                        f"Output {alias!r} of signature {name!r} is not batched along dim 0 "
+                        f"(shape {list(np.shape(array))} for {chunk_rows} input rows), so a "
+                        f"request of {rows} rows cannot be split; send at most "
+                        f"{self.max_rows_per_run} rows per request",
+                    )
+            parts.append(outputs)
+        return {alias: concatenate_parts([part[alias] for part in parts]) for alias in parts[0]}
+
+    def _batch_rows(self, name: str, inputs: dict[str, np.ndarray]) -> int | None:
+        """Rows along dim 0 when every input is batched as its signature declares, else None."""
+        signature = self.signature_defs[name]
+        sizes = set()
+        for alias, array in inputs.items():
+            spec = _tensor_spec(signature.inputs[alias]) if alias in signature.inputs else None
+            if spec is None or not spec.shape or spec.shape[0] != -1 or np.ndim(array) < 1:
+                return None
+            sizes.add(int(np.shape(array)[0]))
+        return sizes.pop() if len(sizes) == 1 else None
+
+    def _run_once(self, name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        signature = self._signatures[name]
         feeds = {}
         for alias, tensor in zip(signature.input_aliases, signature.inputs, strict=True):
             array = np.asarray(inputs[alias])
@@ -178,17 +232,15 @@ class Servable:
         }
 
     def warm_up(self) -> None:
-        """Runs every all-string-input signature once, so the first request does not pay for
-        graph optimization. Failures are only logged: odd inputs may be legitimately rejected.
+        """Runs every signature whose inputs are all string vectors ([-1]: bertpipe's exports)
+        once with "", so the first request does not pay for graph optimization. Failures are
+        only logged: odd inputs may be legitimately rejected.
         """
         for name in self._signatures:
             specs = self.input_specs(name)
-            if not specs or any(
-                s.dtype != DT_STRING or s.shape not in ((-1,), None) for s in specs.values()
-            ):
+            if not specs or any(s.dtype != DT_STRING or s.shape != (-1,) for s in specs.values()):
                 continue
             try:
                 self.run(name, {alias: np.array([b""], dtype=object) for alias in specs})
             except Exception as e:  # noqa: BLE001  (warm-up is best effort)
                 logger.warning("Warm-up of %s signature %s failed: %s", self, name, e)
-
