@@ -29,6 +29,7 @@ import os
 
 import tensorflow as tf
 
+from serving.model_call import ModelCall
 from serving.text_encoder import BertTextEncoder
 
 SERVING_SIGNATURE = "serving_default"
@@ -48,9 +49,12 @@ class BertServingModule(tf.Module):
         class_names: list[str],
         text_feature: str = "text",
         second_text_feature: str | None = None,
+        precision: str = "float32",
+        jit_compile: bool = False,
     ):
         super().__init__(name="bert_serving")
         self.model = model
+        self.call_model = ModelCall(model, precision, jit_compile)
         # The tf.Variables under Keras 3's variable wrappers, tracked directly: without them
         # a Session-based loader (TF Serving's C++ loader, tfx-bsl's RunInference) restores
         # nothing and fails with "Could not find variable ...".
@@ -61,7 +65,7 @@ class BertServingModule(tf.Module):
         self.second_text_feature = second_text_feature
 
     def _predict(self, texts: tf.Tensor, second_texts: tf.Tensor | None) -> dict:
-        logits = self.model(self.encoder(texts, second_texts), training=False)
+        logits = self.call_model(self.encoder(texts, second_texts))
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
         label = tf.gather(self.class_names, tf.argmax(probabilities, axis=-1))
         return {"probabilities": probabilities, "label": label}
@@ -108,14 +112,22 @@ def export_saved_model(
     export_dir: str,
     text_feature: str = "text",
     second_text_feature: str | None = None,
+    precision: str = "float32",
+    jit_compile: bool = False,
 ) -> str:
-    """Writes the serving SavedModel (the contract above) to `export_dir`; returns it."""
+    """Writes the serving SavedModel (the contract above) to `export_dir`; returns it.
+
+    `precision` and `jit_compile` (config `serving.precision`, `serving.jit_compile`): what
+    the encoder computes in and whether XLA compiles it (`serving.model_call`); they change
+    the graph, never the signatures. The model's layers are left in `precision`.
+    """
     if encoder.pad_to_max_length:
         # Requests are padded to their longest text, not to max_seq_length: the same ids and
         # predictions, at a fraction of the compute for short texts.
         encoder = BertTextEncoder(encoder.vocabulary, encoder.max_seq_length,
                                   encoder.lower_case, pad_to_max_length=False)
-    module = BertServingModule(model, encoder, class_names, text_feature, second_text_feature)
+    module = BertServingModule(model, encoder, class_names, text_feature, second_text_feature,
+                               precision, jit_compile)
     signatures = {
         SERVING_SIGNATURE: module.serve_text.get_concrete_function(),
         EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),

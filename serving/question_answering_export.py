@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from serving.model_call import ModelCall
 from serving.question_answering_encoder import QuestionAnsweringEncoder
 from serving.question_answering_features import CONTEXT, QUESTION
 
@@ -37,9 +38,11 @@ class QuestionAnsweringServingModule(tf.Module):
     """Wraps a Keras 3 span classifier (model inputs -> start_logits, end_logits)."""
 
     def __init__(self, model, encoder: QuestionAnsweringEncoder, n_best: int = 20,
-                 max_answer_length: int = 30):
+                 max_answer_length: int = 30, precision: str = "float32",
+                 jit_compile: bool = False):
         super().__init__(name="bert_question_answering_serving")
         self.model = model
+        self.call_model = ModelCall(model, precision, jit_compile)
         # The tf.Variables under Keras 3's variable wrappers, tracked directly: without them
         # a Session-based loader (TF Serving's C++ loader) restores nothing (serving.export).
         self.model_variables = [variable.value for variable in model.variables]
@@ -49,7 +52,7 @@ class QuestionAnsweringServingModule(tf.Module):
 
     def answer(self, question: tf.Tensor, context: tf.Tensor) -> dict:
         windows = self.encoder.windows(question, context)
-        logits = self.model({name: windows[name] for name in MODEL_INPUTS}, training=False)
+        logits = self.call_model({name: windows[name] for name in MODEL_INPUTS})
         return self.encoder.decode(windows, logits["start_logits"], logits["end_logits"],
                                    context, self.n_best, self.max_answer_length)
 
@@ -71,6 +74,8 @@ def export_question_answering(
     export_dir: str,
     n_best: int = 20,
     max_answer_length: int = 30,
+    precision: str = "float32",
+    jit_compile: bool = False,
 ) -> str:
     """Writes the question-answering SavedModel (the contract above); returns `export_dir`.
 
@@ -82,13 +87,16 @@ def export_question_answering(
         export_dir: where to write the SavedModel.
         n_best: start and end candidates per window.
         max_answer_length: the longest answer, in WordPieces.
+        precision, jit_compile: config `serving.precision` and `serving.jit_compile`
+            (`serving.model_call`); the model's layers are left in `precision`.
     """
     if encoder.pad_to_max_length:
         # Short contexts are padded to their longest window, not to max_seq_length.
         encoder = QuestionAnsweringEncoder(
             encoder.vocabulary, encoder.max_seq_length, encoder.max_query_length,
             encoder.doc_stride, encoder.lower_case, pad_to_max_length=False)
-    module = QuestionAnsweringServingModule(model, encoder, n_best, max_answer_length)
+    module = QuestionAnsweringServingModule(model, encoder, n_best, max_answer_length,
+                                            precision, jit_compile)
     signatures = {
         SERVING_SIGNATURE: module.serve_text.get_concrete_function(),
         EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),

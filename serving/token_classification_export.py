@@ -36,6 +36,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from pipeline.tasks.iob import OUTSIDE, split_tag
+from serving.model_call import ModelCall
 from serving.word_encoder import BertWordEncoder
 
 SERVING_SIGNATURE = "serving_default"
@@ -52,11 +53,14 @@ class TokenClassifierServingModule(tf.Module):
         encoder: BertWordEncoder,
         tags: list[str],
         tokens_feature: str = "tokens",
+        precision: str = "float32",
+        jit_compile: bool = False,
     ):
         super().__init__(name="bert_token_serving")
         if OUTSIDE not in tags:
             raise ValueError(f"the tags must contain {OUTSIDE!r} (see tag_names), got {tags}")
         self.model = model
+        self.call_model = ModelCall(model, precision, jit_compile)
         # The tf.Variables under Keras 3's variable wrappers, tracked directly: without them
         # a Session-based loader (TF Serving's C++ loader) restores nothing (serving.export).
         self.model_variables = [variable.value for variable in model.variables]
@@ -72,7 +76,7 @@ class TokenClassifierServingModule(tf.Module):
         Words cut by `max_seq_length` get the "O" tag and probability 0 (no prediction).
         """
         encoded = self.encoder.encode_words(words)
-        logits = self.model({name: encoded[name] for name in MODEL_INPUTS}, training=False)
+        logits = self.call_model({name: encoded[name] for name in MODEL_INPUTS})
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
         first = tf.equal(encoded["first_piece"], 1)
         # First pieces come in word order, and the kept words are each sentence's first ones.
@@ -176,6 +180,8 @@ def export_token_classifier(
     tags: list[str],
     export_dir: str,
     tokens_feature: str = "tokens",
+    precision: str = "float32",
+    jit_compile: bool = False,
 ) -> str:
     """Writes the token-classification SavedModel (the contract above); returns `export_dir`.
 
@@ -187,13 +193,16 @@ def export_token_classifier(
         tags: the tag names in the model's output order (`pipeline.tasks.iob.tag_names`).
         export_dir: where to write the SavedModel.
         tokens_feature: the tf.Example feature `from_examples` reads the words from.
+        precision, jit_compile: config `serving.precision` and `serving.jit_compile`
+            (`serving.model_call`); the model's layers are left in `precision`.
     """
     if encoder.pad_to_max_length:
         # Requests are padded to their longest sentence, not to max_seq_length: the same
         # predictions at a fraction of the compute for short sentences.
         encoder = BertWordEncoder(encoder.vocabulary, encoder.max_seq_length,
                                   encoder.lower_case, pad_to_max_length=False)
-    module = TokenClassifierServingModule(model, encoder, tags, tokens_feature)
+    module = TokenClassifierServingModule(model, encoder, tags, tokens_feature, precision,
+                                          jit_compile)
     signatures = {
         SERVING_SIGNATURE: module.serve_text.get_concrete_function(),
         EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),

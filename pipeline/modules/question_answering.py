@@ -27,6 +27,7 @@ from pipeline.modules.common import (
     checkpoint_backbone,
     checkpoint_vocabulary,
     compile_and_fit,
+    export_precision,
     gzip_records,
     total_training_steps,
 )
@@ -163,4 +164,5 @@ def run_fn(fn_args: Any) -> None:
         json.dump(counts, f)
     export_question_answering(model, encoder, fn_args.serving_model_dir,
                               n_best=config["n_best"],
-                              max_answer_length=config["max_answer_length"])
+                              max_answer_length=config["max_answer_length"],
+                              **export_precision(config))

@@ -17,6 +17,7 @@ from pipeline.modules.common import (
     checkpoint_backbone,
     checkpoint_vocabulary,
     compile_and_fit,
+    export_precision,
     gzip_records,
     total_training_steps,
 )
@@ -117,4 +118,5 @@ def run_fn(fn_args) -> None:
         model, encoder, config["classes"], fn_args.serving_model_dir,
         text_feature=config["text_feature"],
         second_text_feature=config.get("second_text_feature"),
+        **export_precision(config),
     )

@@ -26,6 +26,7 @@ from pipeline.modules.common import (
     checkpoint_backbone,
     checkpoint_vocabulary,
     compile_and_fit,
+    export_precision,
     gzip_records,
     total_training_steps,
 )
@@ -194,4 +195,5 @@ def run_fn(fn_args: Any) -> None:
 
     encoder = BertWordEncoder(vocabulary, max_len, lower_case=config["lower_case"])
     export_token_classifier(model, encoder, tags, fn_args.serving_model_dir,
-                            tokens_feature=config.get("tokens_feature") or "tokens")
+                            tokens_feature=config.get("tokens_feature") or "tokens",
+                            **export_precision(config))
