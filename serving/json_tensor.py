@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.errors import invalid_argument
+from serving.errors import Code, ServingError, invalid_argument
 
 ROW_FORMAT = "row"
 COLUMNAR_FORMAT = "columnar"
@@ -188,6 +188,10 @@ _LITERALS = {
     "NaN": math.nan,
     "Infinity": math.inf,
     "-Infinity": -math.inf,
+    # rapidjson's kParseNanAndInfFlag also takes the short forms (after the long ones: the
+    # first literal the text starts with wins).
+    "Inf": math.inf,
+    "-Inf": -math.inf,
 }
 
 
@@ -377,8 +381,10 @@ def _convert_scalar(value: Any, dtype: int) -> Any:
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise _type_error(value, dtype)
         return value
-    raise invalid_argument(
-        f"Conversion of JSON Value: {_json_value_to_string(value)} to type: {dtype_name(dtype)}"
+    # AddValueToTensor's default case: UNIMPLEMENTED (HTTP 501), e.g. for a half input.
+    raise ServingError(
+        Code.UNIMPLEMENTED,
+        f"Conversion of JSON Value: {_json_value_to_string(value)} to type: {dtype_name(dtype)}",
     )
 
 

@@ -133,7 +133,8 @@ def test_an_unbatched_request_larger_than_one_session_run_is_answered_whole(need
 # --- memory: one request of 200,000 instances ------------------------------------------------
 
 # The built-in server in its own process: the sst2 export without batching (as `bertpipe
-# serve` starts by default) and with batching (max_batch_size 32, 100 batches queued).
+# serve` starts by default) and with batching (max_batch_size 32, 100 batches queued), and a
+# model whose activations are wide (8 KB a row: 1.6 GB for 200,000 rows in one session run).
 SERVER_SCRIPT = textwrap.dedent(
     """
     import json, sys, time
@@ -143,10 +144,27 @@ SERVER_SCRIPT = textwrap.dedent(
     kwargs = dict(rest_port=0, grpc_port=None, host="127.0.0.1", file_system_poll_wait_seconds=-1)
     plain = ModelServer("sst2", sys.argv[1], **kwargs).start()
     batched = ModelServer("sst2", sys.argv[1], batching=BatchingOptions(), **kwargs).start()
-    print(json.dumps({"plain": plain.rest_url, "batched": batched.rest_url}), flush=True)
+    wide = ModelServer("wide", sys.argv[2], **kwargs).start()
+    urls = {"plain": plain.rest_url, "batched": batched.rest_url, "wide": wide.rest_url}
+    print(json.dumps(urls), flush=True)
     sys.stdin.read()  # until the test closes our stdin
     """
 )
+
+
+def export_wide_model(export_dir: str) -> None:
+    import tensorflow as tf
+
+    class Wide(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+        def serve(self, x):
+            wide = tf.tile(x, [1, 2048])  # 8 KB a row, freed after the sum
+            return {"y": tf.reduce_sum(wide, axis=1, keepdims=True)}
+
+    module = Wide()
+    tf.saved_model.save(module, export_dir, signatures={"serving_default": module.serve})
+
+
 INSTANCES = 200_000
 # Peak RSS the server process may reach over its RSS before the big requests.
 PEAK_GROWTH_BOUND_MB = 1000
@@ -164,9 +182,10 @@ def peak_rss_mb(pid: int) -> float:
 def test_one_request_of_200000_instances_keeps_memory_bounded(exports, tmp_path, needs_own_server):
     base_path = tmp_path / "sst2"
     exports.copy_version(1, base_path)
+    export_wide_model(str(tmp_path / "wide" / "1"))
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVER_SCRIPT, str(base_path)],
+        [sys.executable, "-c", SERVER_SCRIPT, str(base_path), str(tmp_path / "wide")],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,
@@ -177,9 +196,11 @@ def test_one_request_of_200000_instances_keeps_memory_bounded(exports, tmp_path,
         urls = json.loads(process.stdout.readline())
         plain = f"{urls['plain']}/v1/models/sst2:predict"
         batched = f"{urls['batched']}/v1/models/sst2:predict"
+        wide = f"{urls['wide']}/v1/models/wide:predict"
         # Warm: both servers have answered once, so the baseline includes TF's set-up.
         assert post(plain, {"instances": SENTENCES})[0] == 200
         assert post(batched, {"instances": SENTENCES})[0] == 200
+        assert post(wide, {"instances": [[1.0]]}) == (200, {"predictions": [[2048.0]]})
         baseline = peak_rss_mb(process.pid)
 
         texts = [SENTENCES[i % len(SENTENCES)] for i in range(INSTANCES)]
@@ -198,6 +219,11 @@ def test_one_request_of_200000_instances_keeps_memory_bounded(exports, tmp_path,
         status, body = post(batched, {"instances": texts}, timeout=600)
         assert status == 400
         assert "Task size 200000 is larger than maximum input batch size 3200" in body["error"]
+
+        # 200,000 rows of 8 KB activations: 256 rows (2 MB) per session run.
+        status, body = post(wide, {"instances": [[1.0]] * INSTANCES}, timeout=600)
+        assert (status, len(body["predictions"])) == (200, INSTANCES)
+        assert body["predictions"][-1] == [2048.0]
 
         peak = peak_rss_mb(process.pid)
         print(
