@@ -178,3 +178,39 @@ def test_csv_reader_reports_malformed_rows(tmp_path):
         batch_score.InputError, match=rf"{path}:4: expected 2 fields like the header, found 1"
     ):
         next(records)
+
+
+@pytest.mark.parametrize("output_format", ["jsonl", "csv"])
+def test_output_is_in_input_order_one_file_per_input(exports, tmp_path, capsys, output_format):
+    """Two workers, small batches: the output files, read in name order, hold the inputs'
+    rows in order (input files by sorted path, then line); an empty input file gets an
+    output file too (with the CSV header)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    texts = [t for t in TEXTS if "\n" not in t] * 3
+    (data / "b.txt").write_text("\n".join(texts[:10]) + "\n", encoding="utf-8")
+    (data / "a.txt").write_text("\n".join(reversed(texts[10:])) + "\n", encoding="utf-8")
+    (data / "c.txt").write_text("", encoding="utf-8")
+    output = tmp_path / "out" / "preds"
+    code, err = score(["--model-dir", str(exports.paths[1]), "--input", str(data / "*.txt"),
+                       "--output", str(output), "--format", output_format, "--batch-size", "2",
+                       "--direct_num_workers=2", "--direct_running_mode=multi_threading"],
+                      capsys)
+    assert code == 0, err
+    names = sorted(glob.glob(f"{output}-*"))
+    assert [name.rsplit("/", 1)[1] for name in names] == [
+        f"preds-{i:05d}-of-00003.{output_format}" for i in range(3)]
+    rows_per_file = []
+    for name in names:
+        with open(name, encoding="utf-8", newline="") as f:
+            if output_format == "jsonl":
+                rows_per_file.append([json.loads(line) for line in f])
+            else:
+                reader = csv.DictReader(f)
+                rows_per_file.append(list(reader))
+                assert reader.fieldnames[:3] == ["file", "line", "text"]  # the header, always
+    a, b, c = rows_per_file
+    assert [row["text"] for row in a] == list(reversed(texts[10:]))
+    assert [row["text"] for row in b] == texts[:10]
+    assert c == []
+    assert [int(row["line"]) for row in a + b] == [*range(1, len(a) + 1), *range(1, 11)]
