@@ -176,6 +176,14 @@ def test_half_plus_two_rest_status_and_every_signature_in_metadata(endpoints):
     assert x["dtype"] == "DT_FLOAT" and [d["size"] for d in x["tensor_shape"]["dim"]] == ["-1", "1"]
 
 
+def test_half_plus_two_metadata_is_tf_servings_json(endpoints):
+    # tensorflow_model_server_test.py testGetModelMetadataREST (the model served as "default").
+    model = served(endpoints, "half_plus_two")
+    expected = json.loads((TESTDATA / "half_plus_two_model_metadata.json").read_text())
+    expected["model_spec"]["name"] = model.model
+    assert model.rest("GET", "/metadata") == (200, expected)
+
+
 def test_half_plus_two_grpc_predict_in_typed_fields(endpoints):
     model = served(endpoints, "half_plus_two")
     stub = model.grpc()
