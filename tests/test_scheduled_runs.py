@@ -249,7 +249,8 @@ def test_verbose_shows_the_libraries_logs_too(schedule):
 def test_a_failed_run_names_its_log_and_report(schedule):
     _, runs, _, _, _ = schedule
     third = runs["third"]
-    stopped, log_line, report_line = third.stderr.splitlines()
+    lines = third.stderr.splitlines()  # the error names the first bad rows, a line each
+    stopped, log_line, report_line = lines[0], lines[-2], lines[-1]
     assert stopped.startswith("bertpipe: pipeline 'sst2-scheduled-test' stopped: "
                               "TooManyBadRowsError: ")
     log = Path(log_line.removeprefix("bertpipe: full log: "))
