@@ -11,9 +11,9 @@ float but string is provided"): a `[-1, 1]` signature input fed `[1.0, 2.0, 5.0]
 TF Serving runs it, because a fed placeholder's declared shape is not enforced.
 
 bertpipe's own TF2 exports (tf.Module signatures calling a Keras model, tensorflow-text ops)
-load the same way; measured on the test classifier, a session call takes about 0.75 of the
-time of calling the restored concrete function eagerly (1.5 vs 2.0 ms for 36 rows, 0.8 vs
-1.2 ms for one), so there is one path for every model.
+load the same way; a session call takes about 0.75 of the time of calling the restored
+concrete function eagerly (`bench/session_vs_eager.py`, BUILD.md), so there is one path for
+every model.
 """
 
 from __future__ import annotations
