@@ -178,6 +178,7 @@ def peak_rss_mb(pid: int) -> float:
     raise AssertionError("no VmHWM in /proc/<pid>/status")
 
 
+@pytest.mark.slow  # about 100 s on 2 cores: a server process and 600,000 rows
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_one_request_of_200000_instances_keeps_memory_bounded(exports, tmp_path, needs_own_server):
     base_path = tmp_path / "sst2"
