@@ -339,9 +339,14 @@ class ServerCore:
 
     `reload(config)` switches to a new ModelServerConfig as TF Serving's
     `HandleReloadConfigRequest` / config-file poll does: models added are loaded (blocking),
-    models removed are unloaded, a changed version policy or base path applies at once,
-    and the version labels are replaced only once every label names an available version
-    (else FAILED_PRECONDITION and the previous labels stay, as in server_core.cc).
+    models removed are unloaded, a changed version policy or base path applies at once.
+    Version labels are checked first, against the versions available *before* the new
+    config loads anything (server_core.cc ReloadConfig -> UpdateModelVersionLabelMap): a
+    label naming a version not available is FAILED_PRECONDITION, and nothing changes (TF
+    Serving keeps the old labels too). So labels in the config a server starts with need
+    `allow_version_labels_for_unavailable_models` (which allows labels not yet assigned to
+    another version), and moving a label to a new version takes two configs, as
+    serving_config.md describes: first the version, then the label.
     """
 
     def __init__(
@@ -397,6 +402,9 @@ class ServerCore:
             old = {model.name: model for model in self._config.model_config_list.config}
             with self._lock:
                 managers = dict(self._managers)
+            labels = self._new_labels(models, managers)
+            with self._lock:
+                self._labels = labels
             for name in list(managers):
                 if name not in models or models[name].base_path != old[name].base_path:
                     logger.info("Unloading model %s (no longer in the config as before)", name)
@@ -415,20 +423,15 @@ class ServerCore:
                 else:
                     managers[name] = self._manager(model)
                     managers[name].start()
-            labels = self._new_labels(models, managers)
             with self._lock:
                 self._managers = managers
                 self._config = _copy(config)
-                if labels is not None:
-                    self._labels = labels
-            if labels is None:
-                raise self._label_error
 
-    def _new_labels(self, models, managers) -> dict[str, dict[str, int]] | None:
-        """server_core.cc UpdateModelVersionLabelMap: None (and `_label_error`) if refused."""
+    def _new_labels(self, models, managers) -> dict[str, dict[str, int]]:
+        """server_core.cc UpdateModelVersionLabelMap, against the versions loaded now."""
         new: dict[str, dict[str, int]] = {}
         for name, model in models.items():
-            loaded = set(managers[name].loaded_versions)
+            loaded = set(managers[name].loaded_versions) if name in managers else set()
             for label, version in model.version_labels.items():
                 allowed = version in loaded
                 if not allowed and self.allow_version_labels_for_unavailable_models:
@@ -436,12 +439,11 @@ class ServerCore:
                     existing = self._labels.get(name, {}).get(label)
                     allowed = existing is None or existing == version
                 if not allowed:
-                    self._label_error = ServingError(
+                    raise ServingError(
                         Code.FAILED_PRECONDITION,
                         f"Request to assign label to version {version} of model {name}, "
                         "which is not currently available for inference",
                     )
-                    return None
                 new.setdefault(name, {})[label] = version
         return new
 

@@ -43,7 +43,9 @@ class ModelServer:
         batching: merge concurrent requests into model calls (None: one call per request).
         file_system_poll_wait_seconds: how often to look for new versions (<= 0: never after
             start-up).
-        version_labels: label -> version of the one model, for `/labels/{label}` requests.
+        version_labels: label -> version of the one model, for `/labels/{label}` requests
+            (as in TF Serving, labels given at start-up need
+            `allow_version_labels_for_unavailable_models`).
         model_config / model_config_file: a ModelServerConfig proto, or its text file.
         model_config_file_poll_wait_seconds: re-read the file this often (<= 0: never).
         monitoring_config: a MonitoringConfig (serving.monitoring): Prometheus metrics on the

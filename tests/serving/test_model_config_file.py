@@ -11,8 +11,11 @@ tensorflow_serving.config protos, each with a different version policy:
 
 Expectations follow TF Serving 2.16.1's sources: file_system_storage_path_source.cc (policies),
 server_core.cc (labels: "Unrecognized servable version label", FAILED_PRECONDITION for a label
-on an unavailable version), get_model_status_impl.cc (a status request with a label is not
-resolved: it lists every version, the label is only looked up for inference and metadata).
+on a version not available when the config is applied, checked before the config loads
+anything — so the server starts with --allow_version_labels_for_unavailable_models, as
+serving_config.md prescribes for labels given at start-up), get_model_status_impl.cc (a status
+request with a label is not resolved: it lists every version, the label is only looked up for
+inference and metadata).
 
 These control the server's files, so they skip against a real TF Serving.
 """
@@ -115,6 +118,7 @@ def server(config_file):
         model_config_file=str(config_file),
         model_config_file_poll_wait_seconds=0.5,
         file_system_poll_wait_seconds=-1,
+        allow_version_labels_for_unavailable_models=True,  # labels in the start-up config
     )
     server.start()
     yield server
@@ -232,17 +236,42 @@ def test_a_label_on_an_unavailable_version_is_refused_and_the_old_labels_stay(se
     assert response.model_spec.version.value == 2
 
 
-def test_a_server_whose_config_labels_an_unavailable_version_does_not_start(models_root, tmp_path):
-    config = _config(models_root, {"stable": 1})
-    del config.model_config_list.config[1:]  # sst2 only: the others need not load for this
+def test_labels_at_start_up_need_allow_version_labels_for_unavailable_models(models_root, tmp_path):
+    config = _config(models_root, {"stable": 3})
+    del config.model_config_list.config[1:]  # sst2 only
     path = tmp_path / "models.config"
     path.write_text(server_config.config_text(config))
     server = ModelServer(
         rest_port=0, grpc_port=None, host="127.0.0.1", model_config_file=str(path),
         file_system_poll_wait_seconds=-1,
     )  # fmt: skip
-    with pytest.raises(ServingError, match="Request to assign label to version 1"):
+    with pytest.raises(ServingError, match="Request to assign label to version 3 of model sst2"):
         server.start()
+    assert server.manager is None  # refused before loading anything
+
+
+def test_handle_reload_config_request_errors(server, models_root):
+    """model_service_impl.cc: only a model_config_list; a refused config keeps the old one,
+    with the status both in the call and in the response."""
+    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+
+    channel = grpc.insecure_channel(server.grpc_target)
+    stub = model_service_pb2_grpc.ModelServiceStub(channel)
+    request = model_management_pb2.ReloadConfigRequest()
+    request.config.custom_model_config.type_url = "type.googleapis.com/some.Config"
+    with pytest.raises(grpc.RpcError) as error:
+        stub.HandleReloadConfigRequest(request, timeout=60)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == (
+        "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+        "ModelConfigList is currently supported"
+    )
+    request = model_management_pb2.ReloadConfigRequest(config=_config(models_root, {"stable": 1}))
+    with pytest.raises(grpc.RpcError) as error:
+        stub.HandleReloadConfigRequest(request, timeout=60)
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    channel.close()
+    assert server.core.config == _config(models_root)
 
 
 def _wait(condition, timeout: float = 120.0) -> None:
@@ -254,16 +283,20 @@ def _wait(condition, timeout: float = 120.0) -> None:
 
 def test_the_config_file_is_re_read_while_serving(server, config_file, models_root):
     """Every model_config_file_poll_wait_seconds: a model removed is unloaded, a new policy
-    applies, labels move. Runs last in this module: it changes the served config."""
+    applies, then a label moves to the version it loaded (two configs, as serving_config.md
+    says). Runs last in this module: it changes the served config."""
     rest = RestClient(server.rest_url, "sst2")
     original = config_file.read_text()
-    config = _config(models_root, {"stable": 1, "canary": 3})
+    config = _config(models_root, {"canary": 3})
     del config.model_config_list.config[2]  # squad
     sst2 = config.model_config_list.config[0]
     sst2.model_version_policy.specific.versions.extend([1, 3])
     try:
         config_file.write_text(server_config.config_text(config))
         _wait(lambda: _versions(rest.status()) == {3: AVAILABLE, 2: END, 1: AVAILABLE})
+        _wait(lambda: server.core.config == config)
+        sst2.version_labels["stable"] = 1
+        config_file.write_text(server_config.config_text(config))
         _wait(lambda: server.core.config == config)
         status, body = rest.request("POST", "/v1/models/squad:predict", {"instances": []})
         assert (status, body) == (404, {"error": "Servable not found for request: Latest(squad)"})
