@@ -203,6 +203,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not write the models/batching config files next to the base path",
     )
+    parser.add_argument(
+        "--rest-api-max-body-bytes",
+        "--rest_api_max_body_bytes",
+        type=int,
+        help="built-in server: a larger REST request body is a 400, refused unread (0: no "
+        "limit; default 32 MiB). Not a TF Serving flag: tensorflow_model_server has no limit",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log every request")
     group = parser.add_argument_group(
         "tensorflow_model_server flags",
@@ -396,6 +403,13 @@ def _run_builtin(args: argparse.Namespace, batching) -> int:
         if args.monitoring_config_file
         else None
     )
+    from serving.rest_api import DEFAULT_MAX_BODY_BYTES
+
+    max_body_bytes = (
+        DEFAULT_MAX_BODY_BYTES
+        if args.rest_api_max_body_bytes is None
+        else args.rest_api_max_body_bytes
+    )
     timeout_ms = (
         DEFAULT_REST_API_TIMEOUT_MS
         if args.rest_api_timeout_in_ms is None
@@ -418,6 +432,7 @@ def _run_builtin(args: argparse.Namespace, batching) -> int:
         rest_api_num_threads=args.rest_api_num_threads or 4 * (os.cpu_count() or 1),
         rest_api_timeout_in_ms=timeout_ms if timeout_ms > 0 else None,
         rest_api_enable_cors_support=bool(args.rest_api_enable_cors_support),
+        rest_api_max_body_bytes=max_body_bytes,
         allow_version_labels_for_unavailable_models=bool(
             args.allow_version_labels_for_unavailable_models
         ),
@@ -532,6 +547,11 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("TF Serving config files: %s", ", ".join(config_paths.values()))
     try:
         if binary:
+            if args.rest_api_max_body_bytes is not None:
+                logger.warning(
+                    "--rest-api-max-body-bytes is ignored by %s (it has no body limit)",
+                    MODEL_SERVER_BINARY,
+                )
             if args.host != "0.0.0.0":
                 logger.warning(
                     "--host is ignored by %s (it binds all interfaces)", MODEL_SERVER_BINARY

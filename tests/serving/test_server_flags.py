@@ -156,7 +156,7 @@ def test_a_served_model_with_monitoring_a_unix_socket_and_cors(exports, tmp_path
         "--grpc_channel_arguments=grpc.max_connection_age_ms=600000,grpc.primary_user_agent=t",
         "--rest_api_num_threads=4", "--rest_api_timeout_in_ms=20000",
         "--rest_api_enable_cors_support", "--enable_profiler=false", "--skip_initialize_tpu",
-        "--no-write-configs",
+        "--no-write-configs", "--rest-api-max-body-bytes=100000",
     ]  # fmt: skip
     log_path = tmp_path / "serve.log"
     log = open(log_path, "w")  # noqa: SIM115  (closed below)
@@ -209,6 +209,12 @@ def test_a_served_model_with_monitoring_a_unix_socket_and_cors(exports, tmp_path
         assert len(buckets) == 34 and buckets[-1].split(" ")[0].endswith('le="+Inf"}')
         # The default path is not served when the config names another one.
         assert _metrics(f"http://127.0.0.1:{rest_port}", "/monitoring/prometheus/metrics")[0] == 404
+
+        # --rest-api-max-body-bytes (bertpipe's own): a larger body is a 400, unread.
+        code, body = rest.request(
+            "POST", f"/v1/models/{MODEL_NAME}:predict", {"instances": ["x" * 100_001]}
+        )
+        assert code == 400 and "100000" in body["error"], body
 
         # --rest_api_enable_cors_support: TF Serving's three headers on /v1/ responses.
         connection = http.client.HTTPConnection(f"127.0.0.1:{rest_port}", timeout=30)
