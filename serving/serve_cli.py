@@ -208,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
         "--rest_api_max_body_bytes",
         type=int,
         help="built-in server: a larger REST request body is a 400, refused unread (0: no "
-        "limit; default 32 MiB). Not a TF Serving flag: tensorflow_model_server has no limit",
+        "limit; default 8 MiB). Not a TF Serving flag: tensorflow_model_server has no limit",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="log every request")
     group = parser.add_argument_group(
