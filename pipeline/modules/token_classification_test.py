@@ -203,3 +203,25 @@ def test_max_steps_zero_exports_the_warm_started_model_untrained(transformed, ch
     with open(os.path.join(args.model_run_dir, "history.json")) as f:
         assert json.load(f) == {}
     assert os.path.isfile(os.path.join(args.serving_model_dir, "saved_model.pb"))
+
+
+def test_run_fn_trains_and_exports_in_the_configured_precision(transformed, checkpoint_dir,
+                                                               tmp_path):
+    """The Trainer's settings reach training and the export: training.precision and
+    jit_compile (2 steps in bfloat16 with XLA), serving.precision and jit_compile (bfloat16
+    matrix products, the model call marked for XLA); the export still answers."""
+    import tensorflow_text  # noqa: F401  (the exported graph's tokenizer kernels)
+
+    from serving.model_call import compiled_function_names, matmul_dtypes
+
+    config = _config(checkpoint_dir, max_steps=2, precision="mixed_bfloat16", jit_compile=True,
+                     serving_precision="mixed_bfloat16", serving_jit_compile=True)
+    args = _fn_args(transformed, config, tmp_path)
+    token_classification.run_fn(args)
+    with open(os.path.join(args.model_run_dir, "history.json")) as f:
+        assert np.isfinite(json.load(f)["loss"]).all()
+    assert tf.bfloat16 in matmul_dtypes(args.serving_model_dir)
+    assert compiled_function_names(args.serving_model_dir)
+    model = tf.saved_model.load(args.serving_model_dir)
+    out = model.signatures["serving_default"](text=tf.constant(["Peter visited Paris."]))
+    assert out["num_entities"].shape == (1,)
