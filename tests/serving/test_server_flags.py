@@ -280,3 +280,31 @@ def test_no_write_configs_with_tensorflow_model_server(tmp_path, monkeypatch):
     assert batching_existed == [True]
     assert not os.path.exists(argv[6].split("=", 1)[1])  # removed once the server exited
     assert sorted(os.listdir(base_path.parent)) == [MODEL_NAME]
+
+
+def test_rest_api_timeout_and_threads(monkeypatch):
+    """--rest_api_timeout_in_ms: a predict/classify/regress over the deadline answers 504
+    DEADLINE_EXCEEDED with the message a TF session run past RunOptions.timeout_in_ms gives
+    (checked in this TensorFlow: "Timed out waiting for notification"); status and metadata
+    GETs have no deadline (TF Serving sets it on model calls only)."""
+    import types
+
+    from serving import rest_api
+
+    def slow(self, method, path, body):
+        time.sleep(1.0)
+        return 200, {"slow": True}
+
+    monkeypatch.setattr(rest_api.RestApi, "handle", slow)
+    server = rest_api.RestServer(
+        types.SimpleNamespace(), "127.0.0.1", 0, num_threads=2, timeout_ms=200
+    )
+    server.start()
+    try:
+        client = RestClient(f"http://127.0.0.1:{server.port}", MODEL_NAME, timeout=30)
+        status, body = client.request("POST", f"/v1/models/{MODEL_NAME}:predict", {"instances": [1]})
+        assert (status, body) == (504, {"error": "Timed out waiting for notification"})
+        assert client.request("GET", f"/v1/models/{MODEL_NAME}") == (200, {"slow": True})
+        client.close()
+    finally:
+        server.stop()
