@@ -368,6 +368,11 @@ def tensorflow_model_server_command(
     command.append(
         f"--file_system_poll_wait_seconds={_whole_seconds(args.file_system_poll_wait_seconds)}"
     )
+    if "xla_cpu_compilation_enabled" not in (given or {}):
+        # Exports with `serving.jit_compile` (the shipped configs') hold XLA-compiled
+        # functions, which TF Serving runs only with this flag; it changes nothing for a model
+        # without them. A value given on our command line is passed on instead.
+        command.append("--xla_cpu_compilation_enabled=true")
     if "batching" in config_paths:
         command += [
             "--enable_batching=true",

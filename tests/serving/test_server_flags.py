@@ -268,17 +268,18 @@ def test_no_write_configs_with_tensorflow_model_server(tmp_path, monkeypatch):
     )  # fmt: skip
     assert code == 0
     argv, batching_existed = json.loads(record.read_text())
-    assert argv[:5] == [
+    assert argv[:6] == [
         "--port=8600",
         "--rest_api_port=8601",
         f"--model_name={MODEL_NAME}",
         f"--model_base_path={base_path}",
         "--file_system_poll_wait_seconds=1",
+        "--xla_cpu_compilation_enabled=true",
     ]
-    assert argv[5] == "--enable_batching=true" and argv[6].startswith("--batching_parameters_file=")
-    assert argv[7:] == ["--monitoring_config_file=/etc/monitoring.config", "--enable_profiler=false"]
+    assert argv[6] == "--enable_batching=true" and argv[7].startswith("--batching_parameters_file=")
+    assert argv[8:] == ["--monitoring_config_file=/etc/monitoring.config", "--enable_profiler=false"]
     assert batching_existed == [True]
-    assert not os.path.exists(argv[6].split("=", 1)[1])  # removed once the server exited
+    assert not os.path.exists(argv[7].split("=", 1)[1])  # removed once the server exited
     assert sorted(os.listdir(base_path.parent)) == [MODEL_NAME]
 
 

@@ -190,6 +190,7 @@ def test_serve_delegates_to_tensorflow_model_server_when_installed(tmp_path, mon
         "--rest_api_port=8601",
         f"--model_config_file={config}",
         "--file_system_poll_wait_seconds=1",
+        "--xla_cpu_compilation_enabled=true",  # serving.jit_compile exports need it
         "--enable_batching=true",
         f"--batching_parameters_file={batching}",
     ]
