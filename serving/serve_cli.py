@@ -292,7 +292,8 @@ def models_config_text(model_name: str, base_path: str) -> str:
         server_config.single_model_config(model_name, base_path),
         header=(
             "TF Serving model config written by `bertpipe serve`. Use with:\n"
-            "  tensorflow_model_server --model_config_file=<this file> --rest_api_port=8501 --port=8500\n"
+            "  tensorflow_model_server --model_config_file=<this file> --rest_api_port=8501 --port=8500 \\\n"
+            "      --xla_cpu_compilation_enabled=true   # for serving.jit_compile exports\n"
             "(in Docker, base_path must be the path inside the container, e.g. /models/<name>)."
         ),
     )
