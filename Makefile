@@ -58,11 +58,13 @@ demo: setup
 
 # Test files run on TEST_WORKERS processes (pytest-xdist), a file's tests in one process (its
 # module fixtures, e.g. a pipeline run, are shared); most of an end-to-end test's time is
-# single-threaded (TFX, Beam, imports), so 2 workers on 2 cores finish sooner (24 min for the suite on 2 idle cores, BUILD.md).
+# single-threaded (TFX, Beam, imports), so 2 workers on 2 cores finish sooner (BUILD.md).
+# --no-loadscope-reorder: files start in collection order, which conftest.py sorts longest
+# first (xdist's default puts files with the most tests first, and a pipeline file last).
 TEST_WORKERS ?= 2
 
 test: setup-dev setup-airflow setup-browser
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20
 
 lint: setup-dev
 	$(BIN)/ruff check .
