@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from serving.model_call import ModelCall
 from serving.text_encoder import BertTextEncoder
+from serving.warmup import filler_text, write_shape_warmup
 
 SERVING_SIGNATURE = "serving_default"
 EXAMPLES_SIGNATURE = "from_examples"
@@ -136,6 +137,13 @@ def export_saved_model(
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
     _set_method_name(export_dir, CLASSIFY_SIGNATURE, CLASSIFY_METHOD_NAME)
+    if jit_compile:  # TF Serving compiles every request shape before the version serves
+        def texts(length: int) -> dict[str, str]:
+            # [CLS] words [SEP], or [CLS] words [SEP] a [SEP] for pairs ("first\tsecond").
+            pair = second_text_feature is not None
+            return {"text": filler_text(length - 4) + "\ta" if pair else filler_text(length - 2)}
+
+        write_shape_warmup(export_dir, SERVING_SIGNATURE, encoder.max_seq_length, texts)
     return export_dir
 
 

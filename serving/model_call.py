@@ -15,6 +15,15 @@ tokenizer's int32 features:
   (batch size x padded length). Stock TF Serving runs it only with
   `--xla_cpu_compilation_enabled=true` (an experimental flag of tensorflow_model_server).
 
+With `jit_compile`, every call is padded to one of a few shapes before it reaches XLA, so
+that a server compiles a bounded number of programs instead of one per request shape (each
+compilation of a 6-layer encoder takes seconds): the padded length goes up to the next of
+`LENGTH_BUCKETS` (at most the backbone's `max_sequence_length`), the batch up to the next
+power of two up to `CHUNK_ROWS`, and a larger batch runs as a loop of `CHUNK_ROWS`-row
+calls. Padded positions and rows are masked out and sliced off the outputs, so the outputs
+are those of the unpadded call. `warmup_shapes(max_seq_length)` lists the shapes a server
+compiles, for the export's warm-up requests (`serving.warmup`).
+
 A plain Python object, not a `tf.Module`: the exports track the model's variables
 themselves, and the compiled function is saved as part of the signatures that call it.
 """
@@ -23,24 +32,111 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from bert_keras.precision import set_precision
+from bert_keras.precision import encoder_of, set_precision
+
+# Sequence lengths XLA is compiled for (a padded length is already a multiple of 8:
+# serving.text_encoder.batch_length). Steps of at most 1.5x bound the padding's waste.
+LENGTH_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+# Batches are padded to a power of two up to CHUNK_ROWS rows; larger ones run in chunks.
+CHUNK_ROWS = 32
+
+
+def _bucket_sizes(limit: int, sizes: tuple[int, ...]) -> list[int]:
+    """`sizes` up to `limit`, and `limit` itself when it is not one of them."""
+    kept = [size for size in sizes if size < limit]
+    return [*kept, limit]
+
+
+def batch_buckets() -> list[int]:
+    return [2**i for i in range(CHUNK_ROWS.bit_length()) if 2**i <= CHUNK_ROWS]
+
+
+def warmup_shapes(max_seq_length: int) -> list[tuple[int, int]]:
+    """(batch, length) of every program a `jit_compile` export compiles for requests of at
+    most `max_seq_length` tokens (larger batches reuse the `CHUNK_ROWS` ones)."""
+    lengths = _bucket_sizes(max_seq_length, LENGTH_BUCKETS)
+    return [(batch, length) for batch in batch_buckets() for length in lengths]
+
+
+def _round_up(value: tf.Tensor, sizes: list[int]) -> tf.Tensor:
+    """The smallest of `sizes` (ascending) that is >= value; the largest if none is."""
+    sizes = tf.constant(sizes, tf.int32)
+    index = tf.minimum(tf.reduce_sum(tf.cast(sizes < value, tf.int32)), tf.size(sizes) - 1)
+    return tf.maximum(sizes[index], value)
 
 
 class ModelCall:
-    """`call(features)`: the Keras model's outputs for the features (training=False)."""
+    """`call(features)`: the Keras model's outputs for the features (training=False).
 
-    def __init__(self, model, precision: str = "float32", jit_compile: bool = False):
+    `token_outputs`: the model's outputs are per token ([batch, length, ...]: token
+    classification, spans); otherwise per row ([batch, ...]). With `jit_compile` it says
+    which dimensions the padding is sliced off.
+    """
+
+    def __init__(self, model, precision: str = "float32", jit_compile: bool = False,
+                 token_outputs: bool = False):
         set_precision(model, precision)
         self.model = model
         self.precision = precision
         self.jit_compile = jit_compile
+        self.token_outputs = token_outputs
         self._call = tf.function(self._forward, jit_compile=True) if jit_compile else self._forward
 
     def _forward(self, features: dict[str, tf.Tensor]):
         return self.model(features, training=False)
 
     def __call__(self, features: dict[str, tf.Tensor]):
-        return self._call(features)
+        if not self.jit_compile:
+            return self._call(features)
+        return self._bucketed(features)
+
+    def _max_length(self) -> int | None:
+        """The backbone's position-embedding limit: no padded length may pass it."""
+        try:
+            return int(encoder_of(self.model).max_sequence_length)
+        except (ValueError, AttributeError, TypeError):
+            return None
+
+    def _bucketed(self, features: dict[str, tf.Tensor]):
+        shape = tf.shape(features["token_ids"])
+        batch, length = shape[0], shape[1]
+        lengths = list(LENGTH_BUCKETS)
+        limit = self._max_length()
+        if limit is not None:
+            lengths = _bucket_sizes(limit, LENGTH_BUCKETS)
+        padded_length = _round_up(length, lengths)
+        rows = tf.where(batch > CHUNK_ROWS, (batch + CHUNK_ROWS - 1) // CHUNK_ROWS * CHUNK_ROWS,
+                        _round_up(tf.maximum(batch, 1), batch_buckets()))
+        # Padding is 0 in every input: token id 0 is masked out by padding_mask 0.
+        padded = {name: tf.pad(value, [[0, rows - batch], [0, padded_length - length]])
+                  for name, value in features.items()}
+        outputs = tf.cond(rows > CHUNK_ROWS, lambda: self._in_chunks(padded, rows // CHUNK_ROWS),
+                          lambda: self._call(padded))
+
+        def unpad(output: tf.Tensor) -> tf.Tensor:
+            return output[:batch, :length] if self.token_outputs else output[:batch]
+
+        return tf.nest.map_structure(unpad, outputs)
+
+    def _in_chunks(self, padded: dict[str, tf.Tensor], chunks: tf.Tensor):
+        """The model over `chunks` slices of CHUNK_ROWS rows, one compiled program for all."""
+
+        def chunk(index):
+            start = index * CHUNK_ROWS
+            return self._call({name: value[start:start + CHUNK_ROWS]
+                               for name, value in padded.items()})
+
+        first = chunk(0)
+        arrays = [tf.TensorArray(output.dtype, size=chunks, infer_shape=False).write(0, output)
+                  for output in tf.nest.flatten(first)]
+
+        def body(index, *arrays):
+            outputs = tf.nest.flatten(chunk(index))
+            return (index + 1, *[array.write(index, output)
+                                 for array, output in zip(arrays, outputs, strict=True)])
+
+        _, *arrays = tf.while_loop(lambda index, *_: index < chunks, body, (1, *arrays))
+        return tf.nest.pack_sequence_as(first, [array.concat() for array in arrays])
 
 
 def _functions(export_dir: str) -> list:

@@ -126,7 +126,7 @@ class ModelManager:
             raise ValueError("model_name must not be empty")
         self.model_name = model_name
         self.base_path = os.path.abspath(base_path)
-        self._load_servable = load_servable or _load_and_warm_up
+        self._load_servable = load_servable or load_and_warm_up
         self.poll_wait_seconds = poll_wait_seconds
         self.version_policy: VersionPolicy = version_policy or latest_version
         self._lock = threading.Lock()  # guards _loaded and _statuses
@@ -517,9 +517,19 @@ def _copy(message):
     return copy
 
 
-def _load_and_warm_up(model_name: str, version: int, path: str):
+def load_and_warm_up(model_name: str, version: int, path: str, enable_warmup: bool = True,
+                     warmup_iterations: int = 1):
+    """Loads a `serving.servable.Servable` and, with `enable_warmup` (TF Serving's
+    --enable_model_warmup), replays its warm-up requests `warmup_iterations` times
+    (--num_request_iterations_for_warmup) before it serves; a failed warm-up fails the load.
+    """
     from serving.servable import Servable
 
     servable = Servable(model_name, version, path)
-    servable.warm_up()
+    if enable_warmup:
+        try:
+            servable.warm_up(warmup_iterations)
+        except Exception:
+            servable.close()
+            raise
     return servable

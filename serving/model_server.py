@@ -15,6 +15,7 @@ re-read every `model_config_file_poll_wait_seconds` (TF Serving's
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -23,7 +24,7 @@ from serving import server_config
 from serving.batching import BatchingOptions
 from serving.errors import ServingError
 from serving.grpc_api import GrpcServer
-from serving.model_manager import ModelManager, ServerCore
+from serving.model_manager import ModelManager, ServerCore, load_and_warm_up
 from serving.monitoring import Metrics, metrics_path
 from serving.prediction_service import PredictionService
 from serving.rest_api import DEFAULT_MAX_BODY_BYTES, RestServer
@@ -58,6 +59,8 @@ class ModelServer:
         rest_api_max_body_bytes: larger REST request bodies are a 400, refused unread (0: no
             limit; TF Serving has none, see serving.rest_api.DEFAULT_MAX_BODY_BYTES).
         allow_version_labels_for_unavailable_models: as TF Serving's flag.
+        enable_model_warmup, num_request_iterations_for_warmup: as TF Serving's flags:
+            replay each version's warm-up requests (`serving.warmup`) before it serves.
     """
 
     def __init__(
@@ -83,6 +86,8 @@ class ModelServer:
         rest_api_enable_cors_support: bool = False,
         rest_api_max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         allow_version_labels_for_unavailable_models: bool = False,
+        enable_model_warmup: bool = True,
+        num_request_iterations_for_warmup: int = 1,
     ):
         if rest_port is None and grpc_port is None and not grpc_socket_path:
             raise ValueError("enable at least one of the REST and gRPC APIs")
@@ -101,6 +106,9 @@ class ModelServer:
                 model_config.model_config_list.config[0].version_labels[label] = version
         self.core = ServerCore(
             model_config,
+            load_servable=functools.partial(
+                load_and_warm_up, enable_warmup=enable_model_warmup,
+                warmup_iterations=num_request_iterations_for_warmup),
             file_system_poll_wait_seconds=file_system_poll_wait_seconds,
             allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models,
         )

@@ -30,6 +30,7 @@ _MODULES = {
     "predict_pb2": "tensorflow_serving.apis.predict_pb2",
     "classification_pb2": "tensorflow_serving.apis.classification_pb2",
     "regression_pb2": "tensorflow_serving.apis.regression_pb2",
+    "prediction_log_pb2": "tensorflow_serving.apis.prediction_log_pb2",
     "input_pb2": "tensorflow_serving.apis.input_pb2",
     "model_pb2": "tensorflow_serving.apis.model_pb2",
     "get_model_metadata_pb2": "tensorflow_serving.apis.get_model_metadata_pb2",

@@ -28,6 +28,7 @@ import tensorflow as tf
 from serving.model_call import ModelCall
 from serving.question_answering_encoder import QuestionAnsweringEncoder
 from serving.question_answering_features import CONTEXT, QUESTION
+from serving.warmup import filler_text, write_shape_warmup
 
 SERVING_SIGNATURE = "serving_default"
 EXAMPLES_SIGNATURE = "from_examples"
@@ -42,7 +43,7 @@ class QuestionAnsweringServingModule(tf.Module):
                  jit_compile: bool = False):
         super().__init__(name="bert_question_answering_serving")
         self.model = model
-        self.call_model = ModelCall(model, precision, jit_compile)
+        self.call_model = ModelCall(model, precision, jit_compile, token_outputs=True)
         # The tf.Variables under Keras 3's variable wrappers, tracked directly: without them
         # a Session-based loader (TF Serving's C++ loader) restores nothing (serving.export).
         self.model_variables = [variable.value for variable in model.variables]
@@ -102,4 +103,8 @@ def export_question_answering(
         EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
+    if jit_compile:  # TF Serving compiles every request shape before the version serves
+        # One window per row: [CLS] a [SEP] context [SEP].
+        write_shape_warmup(export_dir, SERVING_SIGNATURE, encoder.max_seq_length,
+                           lambda length: {QUESTION: "a", CONTEXT: filler_text(length - 4)})
     return export_dir

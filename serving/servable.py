@@ -231,11 +231,21 @@ class Servable:
             for alias, value in zip(signature.output_aliases, values, strict=True)
         }
 
-    def warm_up(self) -> None:
-        """Runs every signature whose inputs are all string vectors ([-1]: bertpipe's exports)
-        once with "", so the first request does not pay for graph optimization. Failures are
-        only logged: odd inputs may be legitimately rejected.
+    def warm_up(self, iterations: int = 1) -> int:
+        """Replays the SavedModel's warm-up requests (`serving.warmup`) `iterations` times, as
+        TF Serving does before a version is available; a failing one raises, so the load
+        fails. Without a warm-up file, runs every signature whose inputs are all string
+        vectors ([-1]: bertpipe's exports) once with "", so the first request does not pay
+        for graph optimization (those failures are only logged: odd inputs may be
+        legitimately rejected). Returns the warm-up requests replayed.
         """
+        from serving.warmup import read_warmup_requests, replay
+
+        logs = read_warmup_requests(self.export_dir)
+        if logs:
+            runs = replay(self, logs, iterations)
+            logger.info("%s: replayed %d warm-up requests", self, runs)
+            return runs
         for name in self._signatures:
             specs = self.input_specs(name)
             if not specs or any(s.dtype != DT_STRING or s.shape != (-1,) for s in specs.values()):
@@ -244,3 +254,4 @@ class Servable:
                 self.run(name, {alias: np.array([b""], dtype=object) for alias in specs})
             except Exception as e:  # noqa: BLE001  (warm-up is best effort)
                 logger.warning("Warm-up of %s signature %s failed: %s", self, name, e)
+        return 0

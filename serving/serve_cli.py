@@ -77,8 +77,8 @@ TF_SERVING_FLAGS: dict[str, tuple[str, str]] = {
     "saved_model_tags": ("str", "ignored"),
     "grpc_channel_arguments": ("str", "applied"),
     "grpc_max_threads": ("int", "applied"),
-    "enable_model_warmup": ("bool", "ignored"),
-    "num_request_iterations_for_warmup": ("int", "ignored"),
+    "enable_model_warmup": ("bool", "applied"),
+    "num_request_iterations_for_warmup": ("int", "applied"),
     "version": ("bool", "applied"),
     "monitoring_config_file": ("str", "applied"),
     "remove_unused_fields_from_bundle_metagraph": ("bool", "ignored"),
@@ -442,6 +442,9 @@ def _run_builtin(args: argparse.Namespace, batching) -> int:
         allow_version_labels_for_unavailable_models=bool(
             args.allow_version_labels_for_unavailable_models
         ),
+        # TF Serving's defaults: warm-up on, one iteration per record.
+        enable_model_warmup=args.enable_model_warmup is not False,
+        num_request_iterations_for_warmup=args.num_request_iterations_for_warmup or 1,
     )
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from pipeline.tasks.iob import OUTSIDE, split_tag
 from serving.model_call import ModelCall
+from serving.warmup import filler_text, write_shape_warmup
 from serving.word_encoder import BertWordEncoder
 
 SERVING_SIGNATURE = "serving_default"
@@ -60,7 +61,7 @@ class TokenClassifierServingModule(tf.Module):
         if OUTSIDE not in tags:
             raise ValueError(f"the tags must contain {OUTSIDE!r} (see tag_names), got {tags}")
         self.model = model
-        self.call_model = ModelCall(model, precision, jit_compile)
+        self.call_model = ModelCall(model, precision, jit_compile, token_outputs=True)
         # The tf.Variables under Keras 3's variable wrappers, tracked directly: without them
         # a Session-based loader (TF Serving's C++ loader) restores nothing (serving.export).
         self.model_variables = [variable.value for variable in model.variables]
@@ -208,4 +209,7 @@ def export_token_classifier(
         EXAMPLES_SIGNATURE: module.serve_examples.get_concrete_function(),
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
+    if jit_compile:  # TF Serving compiles every request shape before the version serves
+        write_shape_warmup(export_dir, SERVING_SIGNATURE, encoder.max_seq_length,
+                           lambda length: {"text": filler_text(length - 2)})  # [CLS] .. [SEP]
     return export_dir
