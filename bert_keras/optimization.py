@@ -38,14 +38,49 @@ class AdamW(keras.optimizers.AdamW):
     weight decay and clipping as `keras.optimizers.AdamW`; only the update differs.
     """
 
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # The step's scalars (learning rate, bias corrections, weight-decay factor) are the
+        # same for every variable: computed once here instead of once per variable in
+        # `update_step`. In a traced train step that removes about a third of the
+        # optimizer's graph ops (~100 variables for MiniLM), which cuts graph tracing and
+        # Grappler time on the first step; the arithmetic is unchanged.
+        self._step_scalars = self._compute_step_scalars(learning_rate)
+        try:
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+        finally:
+            self._step_scalars = None
+
+    def _compute_step_scalars(self, learning_rate) -> dict:
+        lr = ops.cast(learning_rate, "float32")
+        local_step = ops.cast(self.iterations + 1, "float32")
+        bias_correction_1 = 1 - ops.power(ops.cast(self.beta_1, "float32"), local_step)
+        bias_correction_2 = 1 - ops.power(ops.cast(self.beta_2, "float32"), local_step)
+        return {
+            "step_size": ops.divide(lr, bias_correction_1),
+            "sqrt_bias_correction_2": ops.sqrt(bias_correction_2),
+            # Decoupled weight decay, `variable -= variable * lr * weight_decay`, as Keras's
+            # `_apply_weight_decay` and torch's AdamW (applied in `update_step`).
+            "decay": ops.multiply(lr, ops.cast(self.weight_decay or 0.0, "float32")),
+        }
+
+    def _apply_weight_decay(self, variables):
+        # Applied per variable in `update_step` with the step's factor computed once, rather
+        # than Keras's loop re-evaluating the learning-rate schedule for every variable.
+        # Keras calls this just before `_backend_update_step` on the same variables, so the
+        # result is the same: each variable is decayed, then gets its Adam update.
+        if self.amsgrad:
+            super()._apply_weight_decay(variables)
+
     def update_step(self, gradient, variable, learning_rate):
         if self.amsgrad:  # not used here; keep Keras's own form rather than half-port it
             return super().update_step(gradient, variable, learning_rate)
-        lr = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
-        local_step = ops.cast(self.iterations + 1, variable.dtype)
-        bias_correction_1 = 1 - ops.power(ops.cast(self.beta_1, variable.dtype), local_step)
-        bias_correction_2 = 1 - ops.power(ops.cast(self.beta_2, variable.dtype), local_step)
+        scalars = getattr(self, "_step_scalars", None)
+        if scalars is None:  # called outside `_backend_update_step` (e.g. directly)
+            scalars = self._compute_step_scalars(learning_rate)
+        dtype = variable.dtype
+        gradient = ops.cast(gradient, dtype)
+        if self.weight_decay and self._use_weight_decay(variable):
+            self.assign_sub(variable, ops.multiply(variable, ops.cast(scalars["decay"], dtype)))
         m = self._momentums[self._get_variable_index(variable)]
         v = self._velocities[self._get_variable_index(variable)]
         self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
@@ -53,10 +88,12 @@ class AdamW(keras.optimizers.AdamW):
             v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2)
         )
         denominator = ops.add(
-            ops.divide(ops.sqrt(v), ops.sqrt(bias_correction_2)), self.epsilon
+            ops.divide(ops.sqrt(v), ops.cast(scalars["sqrt_bias_correction_2"], dtype)),
+            self.epsilon,
         )
         self.assign_sub(
-            variable, ops.divide(ops.multiply(m, lr / bias_correction_1), denominator)
+            variable,
+            ops.divide(ops.multiply(m, ops.cast(scalars["step_size"], dtype)), denominator),
         )
 
 

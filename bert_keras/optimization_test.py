@@ -92,3 +92,24 @@ def test_adamw_steps_match_torch_adamw():
                           np.abs(stock_dense.kernel.numpy() - kernel.detach().numpy()).max())
     # Keras's own AdamW is far off (a third of a peak-rate step): what this AdamW is for.
     assert stock_error > 3e-4
+
+
+def test_adamw_evaluates_the_schedule_once_per_step(monkeypatch):
+    # Keras's AdamW evaluates the learning-rate schedule again for each decayed variable
+    # (weight decay) and builds the bias corrections per variable; ours computes a step's
+    # scalars once, which keeps a traced train step's graph small (faster first step).
+    layers = [keras.layers.Dense(4) for _ in range(5)]
+    for layer in layers:
+        layer.build((None, 4))
+    variables = [v for layer in layers for v in layer.trainable_variables]
+    optimizer = build_adamw(1e-3, total_steps=10, warmup_fraction=0.2)
+    calls = []
+    schedule_call = LinearWarmupDecay.__call__
+
+    def counting_call(schedule, step):
+        calls.append(step)
+        return schedule_call(schedule, step)
+
+    monkeypatch.setattr(LinearWarmupDecay, "__call__", counting_call)
+    optimizer.apply([np.ones(v.shape, "float32") for v in variables], variables)
+    assert len(calls) == 1
