@@ -165,6 +165,39 @@ def export_precision(custom_config: dict[str, Any]) -> dict[str, Any]:
             "jit_compile": bool(custom_config.get("serving_jit_compile", False))}
 
 
+def compile_for_training(
+    model, loss, metrics: dict[str, list], config: dict[str, Any], total_steps: int
+) -> None:
+    """`model.compile` as the Trainer trains: BERT's optimizer (AdamW, linear warm-up then
+    linear decay, no decay on biases/LayerNorm) over `total_steps`, in `training.precision`
+    (`bert_keras.precision`) and with `training.jit_compile`; the optimizer's variables are
+    created here, before the first step (see below). Also used by `bench/finetune_vs_hf.py`.
+    """
+    from bert_keras.optimization import build_adamw
+    from bert_keras.precision import set_precision
+
+    # training.precision: the encoder in bfloat16 or float32, the head in float32; set on
+    # the built model's layers (not Keras's global policy), so it also holds for a
+    # checkpoint whose stored config names a dtype.
+    set_precision(model, config.get("precision", "float32"))
+    model.compile(
+        optimizer=build_adamw(config["learning_rate"], max(total_steps, 1),
+                              config["warmup_fraction"], config["weight_decay"]),
+        loss=loss,
+        # XLA-compiles the train step (training.jit_compile); Keras turns it off by itself
+        # for a model XLA cannot compile. XLA compiles once per input shape: with length
+        # buckets that is once per bucket (and per partial batch size).
+        jit_compile=bool(config.get("jit_compile", False)),
+        **metrics,
+    )
+    if model.built:
+        # Without a distribution strategy, Keras (TensorFlow backend) creates the optimizer's
+        # slot variables inside the first trace of the train step, and a tf.function that
+        # creates variables is traced a second time: creating them now saves that second
+        # trace of the whole train step (the first step's largest cost after Grappler).
+        model.optimizer.build(model.trainable_variables)
+
+
 def compile_and_fit(
     model,
     loss,
@@ -183,26 +216,11 @@ def compile_and_fit(
     `make_dataset(files, batch_size, shuffle)` builds a split's batches; `metrics` are
     `model.compile` keyword arguments (`metrics=[...]` or `weighted_metrics=[...]`).
     """
-    from bert_keras.optimization import build_adamw
-    from bert_keras.precision import set_precision
     from pipeline.modules.progress import TensorBoardLogs, TrainingProgress, summary_every
 
     config = fn_args.custom_config
     warm_start(model, fn_args)
-    # training.precision: the encoder in bfloat16 or float32, the head in float32; set on
-    # the built model's layers (not Keras's global policy), so it also holds for a
-    # checkpoint whose stored config names a dtype.
-    set_precision(model, config.get("precision", "float32"))
-    model.compile(
-        # BERT's recipe: AdamW, linear warm-up then linear decay, no decay on biases/LayerNorm.
-        optimizer=build_adamw(config["learning_rate"], max(total_steps, 1),
-                              config["warmup_fraction"], config["weight_decay"]),
-        loss=loss,
-        # XLA-compiles the train step (training.jit_compile); Keras turns it off by itself
-        # for a model XLA cannot compile.
-        jit_compile=bool(config.get("jit_compile", False)),
-        **metrics,
-    )
+    compile_for_training(model, loss, metrics, config, total_steps)
     train = make_dataset(fn_args.train_files, config["batch_size"], True)
     if config.get("max_steps") is not None:
         train, epochs = train.repeat().take(total_steps), 1

@@ -77,3 +77,49 @@ def test_compile_and_fit_trains_in_the_configured_precision_and_compilation(tmp_
     assert {v.dtype for v in model.weights} == {"float32"}
     sequence = backbone({name: value[:2] for name, value in features.items()})["sequence_output"]
     assert sequence.dtype == "bfloat16"
+
+
+def test_compile_and_fit_traces_the_train_step_once(tmp_path):
+    """The optimizer's variables exist before fit, so Keras's first trace of the train step
+    creates none and TensorFlow does not trace it a second time. (Metric objects, as the task
+    modules pass, create theirs when constructed; a metric named by a string would still
+    create its variables in the first trace.)"""
+    import types
+
+    import keras
+    import numpy as np
+
+    from bert_keras.backbone import ConfigurableBertBackbone
+    from bert_keras.classifier import build_text_classifier
+    from pipeline.modules.common import compile_and_fit
+
+    backbone = ConfigurableBertBackbone(vocabulary_size=50, num_layers=1, num_heads=2,
+                                        hidden_dim=16, intermediate_dim=32,
+                                        max_sequence_length=12)
+    model = build_text_classifier(backbone, num_classes=2)
+    traces = []
+    train_step = model.train_step
+
+    def counting_train_step(data):
+        traces.append(1)  # runs when traced, not per step
+        return train_step(data)
+
+    model.train_step = counting_train_step
+    features = {"token_ids": np.random.randint(5, 50, (12, 8)).astype("int32"),
+                "segment_ids": np.zeros((12, 8), "int32"),
+                "padding_mask": np.ones((12, 8), "int32")}
+    labels = np.random.randint(0, 2, 12)
+
+    def make_dataset(files, batch_size, shuffle):
+        return tf.data.Dataset.from_tensor_slices((features, labels)).batch(batch_size)
+
+    config = {"batch_size": 4, "eval_batch_size": 8, "epochs": 1, "learning_rate": 1e-3,
+              "warmup_fraction": 0.1, "weight_decay": 0.01, "checkpoint_dir": "unused"}
+    fn_args = types.SimpleNamespace(custom_config=config, train_files=[], eval_files=[],
+                                    model_run_dir=str(tmp_path / "model_run"),
+                                    serving_model_dir=str(tmp_path / "model" / "Format-Serving"))
+    compile_and_fit(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    {"metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
+                    make_dataset, fn_args, 3)
+    assert model.optimizer.iterations.numpy() == 3
+    assert len(traces) == 1
