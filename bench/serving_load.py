@@ -6,15 +6,20 @@ Keras head's weights are copied into the PyTorch one), so the label agreement pr
 end also checks that both compute the same function.
 
 * ours: `keras_hub.models.BertBackbone.from_preset(<minilm dir>)` in a `BertTextClassifier`,
-  exported with `serving.export.export_saved_model` (tokenization in the graph) and served by
-  `bertpipe serve` (the built-in server, in its own process) with batching on. 16 client
-  threads in this process send REST `:predict` requests (keep-alive connections, columnar
-  format) as fast as they can for `--duration` seconds.
+  exported with `serving.export.export_saved_model` (tokenization in the graph) in the
+  shipped configs' setting (`--precision mixed_bfloat16 --jit-compile`: bfloat16 encoder,
+  XLA, shape buckets and warm-up requests) and served by `bertpipe serve` (the built-in
+  server, in its own process) with batching on; the time until the version is available
+  (load + warm-up replay) is printed. 16 client threads in this process send REST
+  `:predict` requests (keep-alive connections, columnar format) as fast as they can for
+  `--duration` seconds.
 * peer: `transformers.pipeline("text-classification")` on PyTorch (CPU) with
   `BertForSequenceClassification.from_pretrained(<minilm dir>)`, called by 16 threads for the
   same duration with the same requests. Each thread has its own pipeline object and tokenizer
   (fast tokenizers are not thread-safe) around one shared model; a request of 32 sentences is
-  one pipeline call with batch_size=32.
+  one pipeline call with batch_size=32. Measured in float32 and under
+  `torch.autocast("cpu", dtype=torch.bfloat16)` (its fastest CPU setting: `--peer-precisions`);
+  the ratio is to the faster of the two.
 
 Both run at 1 and at 32 sentences per request, one after the other on the same machine.
 Reported: throughput (sentences/s), p50 and p99 request latency, errors, and the ratios
@@ -88,6 +93,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="export cache and results (default: %(default)s)",
     )
     parser.add_argument("--skip-peer", action="store_true", help="only measure the server")
+    parser.add_argument("--precision", choices=("float32", "mixed_bfloat16"),
+                        default="mixed_bfloat16", help="serving.precision (default: %(default)s)")
+    parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="serving.jit_compile (default: %(default)s)")
+    parser.add_argument("--peer-precisions", default="float32,bf16-autocast",
+                        help="peer settings measured (default: %(default)s)")
     parser.add_argument(
         "--peer-padding",
         choices=("longest", "max_length"),
@@ -103,7 +114,7 @@ def load_sentences() -> list[str]:
         return [row["sentence"] for row in csv.DictReader(f)]
 
 
-def export_minilm(export_dir: str, max_seq_length: int):
+def export_minilm(export_dir: str, max_seq_length: int, precision: str, jit_compile: bool):
     """Exports the MiniLM classifier (cached); returns the head's (kernel, bias)."""
     import keras
     import keras_hub
@@ -125,7 +136,8 @@ def export_minilm(export_dir: str, max_seq_length: int):
     )
     temporary = export_dir + ".tmp"
     shutil.rmtree(temporary, ignore_errors=True)
-    export_saved_model(classifier, encoder, CLASS_NAMES, temporary)
+    export_saved_model(classifier, encoder, CLASS_NAMES, temporary, precision=precision,
+                       jit_compile=jit_compile)
     os.rename(temporary, export_dir)  # like the pusher: a version appears complete or not at all
     kernel, bias = classifier.output_dense.get_weights()
     np.savez(head_path, kernel=kernel, bias=bias)
@@ -234,7 +246,7 @@ def start_server(base_path: str, args: argparse.Namespace) -> tuple[subprocess.P
     from serving.client import RestClient
 
     client = RestClient(url, MODEL_NAME, timeout=5)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 1200  # loading replays the warm-up requests (XLA)
     while True:
         if server.poll() is not None:
             raise RuntimeError(f"the server exited; see {log.name}")
@@ -247,7 +259,7 @@ def start_server(base_path: str, args: argparse.Namespace) -> tuple[subprocess.P
             time.sleep(0.5)
 
 
-def hf_pipeline_factory(kernel, bias, max_seq_length: int, padding: str):
+def hf_pipeline_factory(kernel, bias, max_seq_length: int, padding: str, precision: str):
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification, pipeline
 
@@ -264,13 +276,16 @@ def hf_pipeline_factory(kernel, bias, max_seq_length: int, padding: str):
         classify = pipeline("text-classification", model=model, tokenizer=tokenizer, device=-1)
 
         def call(batch: list[str]):
-            return classify(
-                batch,
-                batch_size=len(batch),
-                truncation=True,
-                max_length=max_seq_length,
-                padding=padding,
-            )
+            # autocast is thread-local: each call enters it in its own thread.
+            with torch.autocast("cpu", dtype=torch.bfloat16,
+                                enabled=precision == "bf16-autocast"):
+                return classify(
+                    batch,
+                    batch_size=len(batch),
+                    truncation=True,
+                    max_length=max_seq_length,
+                    padding=padding,
+                )
 
         return call
 
@@ -281,17 +296,24 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.makedirs(args.work_dir, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]
+    peer_settings = [] if args.skip_peer else args.peer_precisions.split(",")
     sentences = load_sentences()
-    base_path = os.path.join(args.work_dir, "serving_models", MODEL_NAME)
+    load_before = os.getloadavg()
+    setting = f"{args.precision}{'+xla' if args.jit_compile else ''}"
+    base_path = os.path.join(args.work_dir, "serving_models", f"{MODEL_NAME}_{setting}")
     os.makedirs(base_path, exist_ok=True)
     started = time.perf_counter()
-    kernel, bias = export_minilm(os.path.join(base_path, "1"), args.max_seq_length)
+    kernel, bias = export_minilm(os.path.join(base_path, "1"), args.max_seq_length,
+                                 args.precision, args.jit_compile)
     print(f"export ready in {time.perf_counter() - started:.1f} s: {base_path}/1", flush=True)
 
     from serving.client import RestClient
 
-    results: dict = {"ours": {}, "peer": {}}
+    results: dict = {"ours": {}, **{peer: {} for peer in peer_settings}}
+    started = time.perf_counter()
     server, url = start_server(base_path, args)
+    available_s = time.perf_counter() - started
+    print(f"server available (loaded and warmed up) in {available_s:.1f} s", flush=True)
     try:
         for size in sizes:
 
@@ -310,55 +332,58 @@ def main(argv=None) -> int:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
 
-    agreement = None
-    if not args.skip_peer:
+    agreement = {}
+    torch_threads = None
+    for peer in peer_settings:
         import torch
 
-        make_call = hf_pipeline_factory(kernel, bias, args.max_seq_length, args.peer_padding)
+        make_call = hf_pipeline_factory(kernel, bias, args.max_seq_length, args.peer_padding,
+                                        peer)
         for size in sizes:
-            results["peer"][size] = run_load(
+            results[peer][size] = run_load(
                 make_call, sentences, size, args.clients, args.duration, args.warmup
             )
-            print(f"peer  size={size:>2}: {json.dumps(results['peer'][size])}", flush=True)
+            print(f"{peer} size={size:>2}: {json.dumps(results[peer][size])}", flush=True)
         peer_labels = [r["label"] for r in make_call()(parity_texts)]
-        agreement = sum(a == b for a, b in zip(ours_labels, peer_labels, strict=True)) / len(
+        agreement[peer] = sum(a == b for a, b in zip(ours_labels, peer_labels, strict=True)) / len(
             parity_texts
         )
         torch_threads = torch.get_num_threads()
+    load_after = os.getloadavg()
 
     print()
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared), "
-        f"{args.clients} clients, {args.duration:.0f} s per measurement, max_seq_length {args.max_seq_length}"
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load "
+        f"average {load_before[0]:.2f} before, {load_after[0]:.2f} after; {args.clients} "
+        f"clients, {args.duration:.0f} s per measurement, max_seq_length {args.max_seq_length}"
     )
     print(
-        f"server: bertpipe serve (built-in), REST, batching max_batch_size={args.max_batch_size} "
-        f"batch_timeout_micros={args.batch_timeout_micros}; model calls {stats['model_calls']} for "
-        f"{stats['requests']} requests ({stats['rows']} rows)"
+        f"server: bertpipe serve (built-in), REST, export {setting}, available after "
+        f"{available_s:.0f} s; batching max_batch_size={args.max_batch_size} "
+        f"batch_timeout_micros={args.batch_timeout_micros}; model calls {stats['model_calls']} "
+        f"for {stats['requests']} requests ({stats['rows']} rows)"
     )
-    if agreement is not None:
+    if peer_settings:
         print(
             f"peer: transformers pipeline('text-classification'), PyTorch CPU, {torch_threads} "
             f"intra-op threads, {args.clients} threads, padding={args.peer_padding}; label "
-            f"agreement with ours on {len(parity_texts)} sentences: {agreement:.0%}"
+            f"agreement with ours on {len(parity_texts)} sentences: "
+            + ", ".join(f"{peer} {value:.0%}" for peer, value in agreement.items())
         )
-    header = f"{'sentences/request':>18} {'side':>5} {'sent/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}"
+    header = f"{'sentences/request':>18} {'side':>14} {'sent/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}"
     print(header)
     for size in sizes:
-        for side in ("ours", "peer"):
-            if size in results[side]:
-                r = results[side][size]
-                print(
-                    f"{size:>18} {side:>5} {r['throughput']:>9.1f} {r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['errors']:>7}"
-                )
-        if (
-            size in results["peer"]
-            and results["peer"][size]["requests"]
-            and results["ours"][size]["requests"]
-        ):
-            ours, peer = results["ours"][size], results["peer"][size]
+        for side in ("ours", *peer_settings):
+            r = results[side][size]
             print(
-                f"{size:>18} ratio ours/peer: throughput x{ours['throughput'] / peer['throughput']:.2f}, "
+                f"{size:>18} {side:>14} {r['throughput']:>9.1f} {r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['errors']:>7}"
+            )
+        measured = [peer for peer in peer_settings if results[peer][size]["requests"]]
+        if measured and results["ours"][size]["requests"]:
+            best = max(measured, key=lambda peer: results[peer][size]["throughput"])
+            ours, peer = results["ours"][size], results[best][size]
+            print(
+                f"{size:>18} ours / best peer ({best}): throughput x{ours['throughput'] / peer['throughput']:.2f}, "
                 f"p50 x{ours['p50_ms'] / peer['p50_ms']:.2f}, p99 x{ours['p99_ms'] / peer['p99_ms']:.2f}"
             )
     results.update(
@@ -367,6 +392,8 @@ def main(argv=None) -> int:
             "clients": args.clients,
             "server_stats": stats,
             "label_agreement": agreement,
+            "server_available_s": available_s,
+            "load_average": [load_before[0], load_after[0]],
         }
     )
     with open(os.path.join(args.work_dir, "results.json"), "w") as f:
