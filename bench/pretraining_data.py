@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers  # noqa: F401
     from bert import create_pretraining_data  # noqa: F401
 
-    load = os.getloadavg()[0]
+    load_start = os.getloadavg()
     documents, text_pattern, corpus_tokens = _prepare(workdir, args.corpus_copies)
     tokens = corpus_tokens * args.dupe_factor
     corpus_bytes = args.corpus_copies * sum(
@@ -247,7 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         f"masked_lm_prob={MASKED_LM_PROB} short_seq_prob={SHORT_SEQ_PROB} dupe_factor={args.dupe_factor} "
         f"seed={SEED}, MiniLM uncased vocab"
     )
-    print(f"machine: {os.cpu_count()} cores, 1-min load average {load:.2f} at start")
+    load_end = os.getloadavg()
+    print(
+        f"machine: {os.cpu_count()} cores; load average (1, 5, 15 min) "
+        f"{', '.join(f'{x:.2f}' for x in load_start)} at start, "
+        f"{', '.join(f'{x:.2f}' for x in load_end)} at end; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
     print()
     print(f"{'run':<58} {'wall s':>7} {'procs':>5} {'tokens/s/core':>13} {'instances':>9} {'rand-next':>9} {'masked':>7}")
     per_core = {}
