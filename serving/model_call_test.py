@@ -43,6 +43,9 @@ def test_bucketed_xla_call_gives_the_unpadded_outputs(token_outputs):
         expected = plain(features).numpy()
         got = graph(features).numpy()
         assert got.shape == expected.shape == ((batch, length, 3) if token_outputs else (batch, 3))
+        if token_outputs:  # a padded position's output means nothing: every task masks it
+            real = features["padding_mask"].numpy() == 1
+            got, expected = got[real], expected[real]
         np.testing.assert_allclose(got, expected, atol=2e-5, err_msg=f"{batch}x{length}")
 
 
@@ -57,10 +60,10 @@ def test_request_shapes_compile_only_the_warmup_shapes():
             compiled(_features(batch, length))
     assert set(seen) <= set(warmup_shapes(56)), sorted(set(seen) - set(warmup_shapes(56)))
     assert len(seen) == len(set(seen))  # each shape traced (compiled) once
-    assert {batch for batch, _ in seen} == {1, 2, 4, 8, 16, 32}
+    assert {batch for batch, _ in seen} == {1, 2, 4, 8, 16}
     assert {length for _, length in seen} == {16, 32, 48, 56}
 
 
 def test_warmup_shapes_cover_powers_of_two_and_the_length_buckets():
-    assert warmup_shapes(64) == [(b, n) for b in (1, 2, 4, 8, 16, 32) for n in (16, 32, 48, 64)]
-    assert warmup_shapes(100)[-2:] == [(32, 96), (32, 100)]
+    assert warmup_shapes(64) == [(b, n) for b in (1, 2, 4, 8, 16) for n in (16, 32, 48, 64)]
+    assert warmup_shapes(100)[-2:] == [(16, 96), (16, 100)]
