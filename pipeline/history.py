@@ -85,7 +85,8 @@ def open_store(metadata_path: str, writable: bool = False):
     return metadata_store.MetadataStore(connection)
 
 
-def _events(store, execution_ids: list[int], types: tuple) -> dict[int, list]:
+def events_of_executions(store, execution_ids: list[int], types: tuple) -> dict[int, list]:
+    """The MLMD events of `types` (e.g. `Event.OUTPUT`) of each execution, by execution id."""
     by_execution: dict[int, list] = {}
     for event in store.get_events_by_execution_ids(execution_ids):
         if event.type in types:
@@ -96,13 +97,14 @@ def _events(store, execution_ids: list[int], types: tuple) -> dict[int, list]:
 def _spans_read(artifact) -> list[int]:
     """An Examples artifact's spans: the `spans_read` ExampleGen sets when it reads several
     (`components.quarantine.read_newest_spans`), else its `span`."""
-    several = _custom(artifact, SPANS_READ_PROPERTY)
+    several = custom_property(artifact, SPANS_READ_PROPERTY)
     if several:
         return [int(span) for span in str(several).split(",")]
-    return [int(_custom(artifact, "span") or 0)]
+    return [int(custom_property(artifact, "span") or 0)]
 
 
-def _custom(artifact_or_execution, name: str) -> Any:
+def custom_property(artifact_or_execution, name: str) -> Any:
+    """An MLMD artifact's or execution's custom property as a Python value; None if unset."""
     if name not in artifact_or_execution.custom_properties:
         return None
     value = artifact_or_execution.custom_properties[name]
@@ -127,7 +129,7 @@ def run_history(config, read_metrics: bool = True) -> list[RunRecord]:
         executions = store.get_executions_by_context(run.id)
         if run.name.startswith(ROLLBACK_RUN_PREFIX):
             records.extend(_rollback_record(run, e) for e in executions
-                           if _custom(e, "pipeline_name") == pipeline_name)
+                           if custom_property(e, "pipeline_name") == pipeline_name)
             continue
         executions = [e for e in executions if e.id in node_of]
         if executions:
@@ -154,9 +156,9 @@ def run_history(config, read_metrics: bool = True) -> list[RunRecord]:
 def _rollback_record(run, execution) -> RunRecord:
     return RunRecord(
         run_id=run.name, started=execution.create_time_since_epoch / 1000,
-        outcome=ROLLED_BACK, version=_custom(execution, "new_version"),
-        detail=(f"serves version {_custom(execution, 'rolled_back_to')}'s files as version "
-                f"{_custom(execution, 'new_version')}"),
+        outcome=ROLLED_BACK, version=custom_property(execution, "new_version"),
+        detail=(f"serves version {custom_property(execution, 'rolled_back_to')}'s files as version "
+                f"{custom_property(execution, 'new_version')}"),
     )
 
 
@@ -169,8 +171,8 @@ def _run_record(store, config, run, executions, node_of, read_metrics, mlmd) -> 
                      if e.last_known_state == mlmd.Execution.CACHED]
     failed = [node_of[e.id] for e in executions if e.last_known_state == mlmd.Execution.FAILED]
     ids = [e.id for e in executions]
-    outputs = _events(store, ids, (mlmd.Event.OUTPUT, mlmd.Event.DECLARED_OUTPUT))
-    inputs = _events(store, ids, (mlmd.Event.INPUT, mlmd.Event.DECLARED_INPUT))
+    outputs = events_of_executions(store, ids, (mlmd.Event.OUTPUT, mlmd.Event.DECLARED_OUTPUT))
+    inputs = events_of_executions(store, ids, (mlmd.Event.INPUT, mlmd.Event.DECLARED_INPUT))
     artifact_ids = {ev.artifact_id for evs in (*outputs.values(), *inputs.values()) for ev in evs}
     artifacts = {a.id: a for a in store.get_artifacts_by_id(sorted(artifact_ids))}
 
@@ -190,10 +192,10 @@ def _run_record(store, config, run, executions, node_of, read_metrics, mlmd) -> 
     read = artifacts_of("Transform", inputs, "examples") or ingested
     record.spans = sorted({span for artifact in read for span in _spans_read(artifact)})
     if ingested:
-        record.rows = {name: int(_custom(ingested[0], name)) for name in ROW_COUNT_PROPERTIES
-                       if _custom(ingested[0], name) is not None}
+        record.rows = {name: int(custom_property(ingested[0], name)) for name in ROW_COUNT_PROPERTIES
+                       if custom_property(ingested[0], name) is not None}
         if record.rows.get(ROWS_QUARANTINED_PROPERTY):
-            record.quarantine_file = _custom(ingested[0], QUARANTINE_FILE_PROPERTY)
+            record.quarantine_file = custom_property(ingested[0], QUARANTINE_FILE_PROPERTY)
     for model_run in artifacts_of("Trainer", outputs, "model_run"):
         path = os.path.join(model_run.uri, "warm_start.json")
         if os.path.exists(path):
@@ -202,7 +204,7 @@ def _run_record(store, config, run, executions, node_of, read_metrics, mlmd) -> 
             record.warm_start = source.get("from")
             record.warm_start_note = source.get("note")
     for blessing in artifacts_of("Evaluator", outputs, "blessing"):
-        record.blessed = _custom(blessing, "blessed") == 1
+        record.blessed = custom_property(blessing, "blessed") == 1
     if read_metrics and config.kind == "finetune":
         from pipeline.tasks import get_task
 
@@ -213,9 +215,9 @@ def _run_record(store, config, run, executions, node_of, read_metrics, mlmd) -> 
     if failed:
         record.outcome, record.detail = FAILED, f"failed in {', '.join(failed)}"
     elif pushed is not None:
-        if _custom(pushed, "pushed") == 1:
-            record.version = _custom(pushed, "pushed_version")
-            record.outcome = UNCHANGED if _custom(pushed, "already_served") == 1 else PUSHED
+        if custom_property(pushed, "pushed") == 1:
+            record.version = custom_property(pushed, "pushed_version")
+            record.outcome = UNCHANGED if custom_property(pushed, "already_served") == 1 else PUSHED
         else:
             record.outcome = NOT_BLESSED
     return record

@@ -44,7 +44,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pipeline import run_folder
-from pipeline.history import _custom, _events, open_store
+from pipeline.history import custom_property, events_of_executions, open_store
 
 Series = tuple[str, list[tuple[float, float]]]  # (legend label, [(x, y), ...])
 
@@ -105,7 +105,7 @@ def find_run(config, run_id: str | None = None) -> RunArtifacts:
     _, context, executions = max(runs, key=lambda run: run[0])
     found = RunArtifacts(run_id=context.name)
     by_id = {e.id: e for e in executions}
-    events = _events(store, list(by_id), (mlmd.Event.OUTPUT, mlmd.Event.DECLARED_OUTPUT))
+    events = events_of_executions(store, list(by_id), (mlmd.Event.OUTPUT, mlmd.Event.DECLARED_OUTPUT))
     pairs = [(ev, execution_id) for execution_id, evs in events.items() for ev in evs
              if ev.path.steps]
     artifacts = {a.id: a for a in store.get_artifacts_by_id(
@@ -125,7 +125,7 @@ def _property(execution, name: str) -> Any:
     if name in execution.properties:
         value = execution.properties[name]
         return getattr(value, value.WhichOneof("value"))
-    return _custom(execution, name)
+    return custom_property(execution, name)
 
 
 def _splits(uri: str, filename: str) -> list[tuple[str, str]]:
@@ -601,7 +601,7 @@ def evaluation_section(config, run: RunArtifacts, task_name: str | None) -> str:
         return note("This run has no Evaluator output (a pretraining pipeline, or the run "
                     "stopped before evaluation).")
     blessing = run.first("blessing")
-    blessed = None if blessing is None else _custom(blessing, "blessed") == 1
+    blessed = None if blessing is None else custom_property(blessing, "blessed") == 1
     if task_name == "text_classification":
         slices, failures = tfma_metric_rows(artifact.uri)
     else:
