@@ -68,7 +68,9 @@ class Finished(NamedTuple):
     is_random_next: np.ndarray  # [N] bool
 
 
-def truncate(a_lo, a_hi, b_lo, b_hi, max_num_tokens: int, keys: np.ndarray):
+def truncate(
+    a_lo: np.ndarray, a_hi: np.ndarray, b_lo: np.ndarray, b_hi: np.ndarray, max_num_tokens: int, keys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Google's `truncate_seq_pair` on token ranges, in closed form.
 
     Google drops one token at a time from the longer segment (B on a tie), at its front or

@@ -58,7 +58,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -542,7 +542,7 @@ class Tokenizer:
 
 
 def compact_documents(
-    documents: Sequence[text_ingestion.Document], tokenizer: Tokenizer
+    documents: Sequence[text_ingestion.Document], tokenizer: Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
 ) -> list[CompactDocument]:
     """Tokenizes documents in one tokenizer call; sentences without tokens are dropped, and
     documents left without any."""
@@ -637,8 +637,9 @@ class _Emitter:
 
 
 class _PlanFn(beam.DoFn):
-    """A batch of documents -> their finished actual-next instances (main output) and
-    (random doc id, `PendingInstance`) pairs for the random-next ones."""
+    """A batch of documents -> their finished actual-next instances (main output, as the
+    emitter emits them) and (random doc id, pending tuple) pairs for the random-next ones
+    (the tuple's fields: `_FinishRandomNextFn.process`)."""
 
     PENDING_TAG = "pending"
 
