@@ -283,6 +283,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{name}: {per_core[name] / per_core[google]:.2f}x Google per core, "
             f"{per_core[name] / per_core[hugging_face]:.2f}x Hugging Face per core"
         )
+    # Under contention the runs may get different shares of a core; CPU seconds do not
+    # depend on that (the in-process runs only: the workers' CPU is not counted).
+    cpu_rate = {name: tokens / stats["cpu"] for name, _, _, stats in runs if stats["cpu"] > 0}
+    in_memory = runs[0][0]
+    print(
+        f"{in_memory}, per CPU second: {cpu_rate[in_memory] / cpu_rate[google]:.2f}x Google, "
+        f"{cpu_rate[in_memory] / cpu_rate[hugging_face]:.2f}x Hugging Face "
+        f"({cpu_rate[in_memory]:,.0f}, {cpu_rate[google]:,.0f} and {cpu_rate[hugging_face]:,.0f} tokens/CPU-s)"
+    )
     one, two = runs[1][2], runs[2][2]
     print(
         f"Beam multi-processing 1 -> 2 workers: wall-clock speed-up {one / two:.2f}x "
