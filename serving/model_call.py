@@ -113,13 +113,23 @@ class ModelCall:
         features = {name: tf.pad(value, [[0, 0], [0, padded_length - length]])
                     for name, value in features.items()}
 
+        static_shapes = []
+
         def small_batch():
             rows = _round_up(tf.maximum(batch, 1), batch_buckets())
-            return self._call({name: tf.pad(value, [[0, rows - batch], [0, 0]])
-                               for name, value in features.items()})
+            outputs = self._call({name: tf.pad(value, [[0, rows - batch], [0, 0]])
+                                  for name, value in features.items()})
+            static_shapes.extend(output.shape for output in tf.nest.flatten(outputs))
+            return outputs
 
         outputs = tf.cond(batch > CHUNK_ROWS,
                           lambda: self._sorted_chunks(features, batch, lengths), small_batch)
+        if not tf.executing_eagerly():
+            # The chunk loop's joined outputs have no static shape: give back the model's
+            # (e.g. [None, num_classes]), which the signatures declare.
+            variable = 2 if self.token_outputs else 1
+            for output, shape in zip(tf.nest.flatten(outputs), static_shapes, strict=True):
+                output.set_shape([None] * variable + shape[variable:].as_list())
 
         def unpad(output: tf.Tensor) -> tf.Tensor:
             return output[:batch, :length] if self.token_outputs else output[:batch]

@@ -43,6 +43,9 @@ def test_bucketed_xla_call_gives_the_unpadded_outputs(token_outputs):
         expected = plain(features).numpy()
         got = graph(features).numpy()
         assert got.shape == expected.shape == ((batch, length, 3) if token_outputs else (batch, 3))
+        traced = graph.get_concrete_function(
+            {name: tf.TensorSpec([None, None], tf.int32) for name in features}).structured_outputs
+        assert traced.shape.as_list() == ([None, None, 3] if token_outputs else [None, 3])
         if token_outputs:  # a padded position's output means nothing: every task masks it
             real = features["padding_mask"].numpy() == 1
             got, expected = got[real], expected[real]
