@@ -636,12 +636,9 @@ class _Emitter:
         yield from by_shard.items()
 
 
-class _PlanFn(beam.DoFn):
-    """A batch of documents -> their finished actual-next instances (main output, as the
-    emitter emits them) and (random doc id, pending tuple) pairs for the random-next ones
-    (the tuple's fields: `_FinishRandomNextFn.process`)."""
-
-    PENDING_TAG = "pending"
+class _FinishingDoFn(beam.DoFn):
+    """What the two instance-finishing steps share: the config, the masking vocabulary (its
+    batched form built once per worker) and the emitter."""
 
     def __init__(self, config: PretrainingConfig, vocab: MaskingVocabulary, emitter: _Emitter):
         self._config = config
@@ -651,6 +648,14 @@ class _PlanFn(beam.DoFn):
     def setup(self):
         self._batched_vocab = self._vocab.batched()
         self._emitter.setup()
+
+
+class _PlanFn(_FinishingDoFn):
+    """A batch of documents -> their finished actual-next instances (main output, as the
+    emitter emits them) and (random doc id, pending tuple) pairs for the random-next ones
+    (the tuple's fields: `_FinishRandomNextFn.process`)."""
+
+    PENDING_TAG = "pending"
 
     def process(self, documents: list[CompactDocument], index: DocumentIndex) -> Iterator[Any]:
         config = self._config
@@ -689,18 +694,9 @@ class _PlanFn(beam.DoFn):
             yield from self._emitter.emit(finished, keys, meta)
 
 
-class _FinishRandomNextFn(beam.DoFn):
+class _FinishRandomNextFn(_FinishingDoFn):
     """A batch of (doc id, {"document": [it], "pending": [...]}) joins -> the finished
     random-next instances whose segment B comes from that document."""
-
-    def __init__(self, config: PretrainingConfig, vocab: MaskingVocabulary, emitter: _Emitter):
-        self._config = config
-        self._vocab = vocab
-        self._emitter = emitter
-
-    def setup(self):
-        self._batched_vocab = self._vocab.batched()
-        self._emitter.setup()
 
     def process(self, groups: list[tuple[str, dict[str, list]]]) -> Iterator[Any]:
         """`groups`: (doc id, {"document": [CompactDocument], "pending": [(doc_id,
