@@ -55,7 +55,8 @@ class BertServingModule(tf.Module):
     ):
         super().__init__(name="bert_serving")
         self.model = model
-        self.call_model = ModelCall(model, precision, jit_compile)
+        self.call_model = ModelCall(model, precision, jit_compile,
+                                    max_seq_length=encoder.max_seq_length)
         # The tf.Variables under Keras 3's variable wrappers, tracked directly: without them
         # a Session-based loader (TF Serving's C++ loader, tfx-bsl's RunInference) restores
         # nothing and fails with "Could not find variable ...".

@@ -45,10 +45,10 @@ LENGTH_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 CHUNK_ROWS = 16
 
 
-def _bucket_sizes(limit: int, sizes: tuple[int, ...]) -> list[int]:
-    """`sizes` up to `limit`, and `limit` itself when it is not one of them."""
-    kept = [size for size in sizes if size < limit]
-    return [*kept, limit]
+def length_buckets(max_length: int) -> list[int]:
+    """The padded lengths of a model call on requests of at most `max_length` tokens:
+    `LENGTH_BUCKETS` under it, and `max_length` itself."""
+    return [*(size for size in LENGTH_BUCKETS if size < max_length), max_length]
 
 
 def batch_buckets() -> list[int]:
@@ -58,8 +58,8 @@ def batch_buckets() -> list[int]:
 def warmup_shapes(max_seq_length: int) -> list[tuple[int, int]]:
     """(batch, length) of every program a `jit_compile` export compiles for requests of at
     most `max_seq_length` tokens (larger batches reuse the `CHUNK_ROWS` ones)."""
-    lengths = _bucket_sizes(max_seq_length, LENGTH_BUCKETS)
-    return [(batch, length) for batch in batch_buckets() for length in lengths]
+    return [(batch, length) for batch in batch_buckets()
+            for length in length_buckets(max_seq_length)]
 
 
 def _round_up(value: tf.Tensor, sizes: list[int]) -> tf.Tensor:
@@ -69,21 +69,33 @@ def _round_up(value: tf.Tensor, sizes: list[int]) -> tf.Tensor:
     return tf.maximum(sizes[index], value)
 
 
+def _position_limit(model) -> int | None:
+    """The backbone's position-embedding limit (no padded length may pass it), if it has one."""
+    try:
+        return int(encoder_of(model).max_sequence_length)
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
 class ModelCall:
     """`call(features)`: the Keras model's outputs for the features (training=False).
 
     `token_outputs`: the model's outputs are per token ([batch, length, ...]: token
     classification, spans); otherwise per row ([batch, ...]). With `jit_compile` it says
-    which dimensions the padding is sliced off.
+    which dimensions the padding is sliced off. `max_seq_length`: the encoder's, the
+    longest request a call gets (its lengths are `length_buckets(max_seq_length)`, what
+    `warmup_shapes` lists); by default the backbone's position-embedding limit.
     """
 
     def __init__(self, model, precision: str = "float32", jit_compile: bool = False,
-                 token_outputs: bool = False):
+                 token_outputs: bool = False, max_seq_length: int | None = None):
         set_precision(model, precision)
         self.model = model
         self.precision = precision
         self.jit_compile = jit_compile
         self.token_outputs = token_outputs
+        limit = max_seq_length or _position_limit(model)
+        self.lengths = length_buckets(limit) if limit else list(LENGTH_BUCKETS)
         self._call = tf.function(self._forward, jit_compile=True) if jit_compile else self._forward
 
     def _forward(self, features: dict[str, tf.Tensor]):
@@ -94,21 +106,10 @@ class ModelCall:
             return self._call(features)
         return self._bucketed(features)
 
-    def _max_length(self) -> int | None:
-        """The backbone's position-embedding limit: no padded length may pass it."""
-        try:
-            return int(encoder_of(self.model).max_sequence_length)
-        except (ValueError, AttributeError, TypeError):
-            return None
-
     def _bucketed(self, features: dict[str, tf.Tensor]):
         shape = tf.shape(features["token_ids"])
         batch, length = shape[0], shape[1]
-        lengths = list(LENGTH_BUCKETS)
-        limit = self._max_length()
-        if limit is not None:
-            lengths = _bucket_sizes(limit, LENGTH_BUCKETS)
-        padded_length = _round_up(length, lengths)
+        padded_length = _round_up(length, self.lengths)
         # Padding is 0 in every input: token id 0 is masked out by padding_mask 0.
         features = {name: tf.pad(value, [[0, 0], [0, padded_length - length]])
                     for name, value in features.items()}
@@ -123,7 +124,7 @@ class ModelCall:
             return outputs
 
         outputs = tf.cond(batch > CHUNK_ROWS,
-                          lambda: self._sorted_chunks(features, batch, lengths), small_batch)
+                          lambda: self._sorted_chunks(features, batch), small_batch)
         if not tf.executing_eagerly():
             # The chunk loop's joined outputs have no static shape: give back the model's
             # (e.g. [None, num_classes]), which the signatures declare.
@@ -136,8 +137,7 @@ class ModelCall:
 
         return tf.nest.map_structure(unpad, outputs)
 
-    def _sorted_chunks(self, features: dict[str, tf.Tensor], batch: tf.Tensor,
-                       lengths: list[int]):
+    def _sorted_chunks(self, features: dict[str, tf.Tensor], batch: tf.Tensor):
         """The model over the rows sorted by length in chunks of CHUNK_ROWS, each chunk cut
         to its own length bucket; the outputs in the rows' original order."""
         real_lengths = tf.reduce_sum(tf.cast(features["padding_mask"] != 0, tf.int32), axis=1)
@@ -151,7 +151,7 @@ class ModelCall:
         def chunk(index):
             start = index * CHUNK_ROWS
             longest = tf.reduce_max(ordered_lengths[start:start + CHUNK_ROWS])
-            chunk_length = tf.minimum(_round_up(tf.maximum(longest, 1), lengths), padded_length)
+            chunk_length = tf.minimum(_round_up(tf.maximum(longest, 1), self.lengths), padded_length)
             outputs = self._call({name: value[start:start + CHUNK_ROWS, :chunk_length]
                                   for name, value in ordered.items()})
             if not self.token_outputs:

@@ -24,14 +24,15 @@ def _features(batch: int, length: int, seed: int = 0) -> dict[str, tf.Tensor]:
             "padding_mask": tf.constant(mask)}
 
 
-def _models(token_outputs: bool):
+def _models(token_outputs: bool, max_seq_length: int | None = None):
     import keras
 
     keras.utils.set_random_seed(0)
     build = build_token_classifier if token_outputs else build_text_classifier
     model = build(ConfigurableBertBackbone(**TINY), 3)
     plain = ModelCall(model, "float32", jit_compile=False)
-    return plain, ModelCall(model, "float32", jit_compile=True, token_outputs=token_outputs)
+    return plain, ModelCall(model, "float32", jit_compile=True, token_outputs=token_outputs,
+                            max_seq_length=max_seq_length)
 
 
 @pytest.mark.parametrize("token_outputs", [False, True])
@@ -53,7 +54,7 @@ def test_bucketed_xla_call_gives_the_unpadded_outputs(token_outputs):
 
 
 def test_request_shapes_compile_only_the_warmup_shapes():
-    plain, compiled = _models(token_outputs=False)
+    _, compiled = _models(token_outputs=False)
     seen: list[tuple[int, int]] = []
     compiled._call = tf.function(  # records the shape of every program XLA is asked for
         lambda features: seen.append(tuple(features["token_ids"].shape)) or
@@ -70,3 +71,17 @@ def test_request_shapes_compile_only_the_warmup_shapes():
 def test_warmup_shapes_cover_powers_of_two_and_the_length_buckets():
     assert warmup_shapes(64) == [(b, n) for b in (1, 2, 4, 8, 16) for n in (16, 32, 48, 64)]
     assert warmup_shapes(100)[-2:] == [(16, 96), (16, 100)]
+
+
+def test_a_max_seq_length_between_buckets_compiles_only_its_warmup_shapes():
+    """Requests of an encoder with max_seq_length 40 (not a bucket) are padded to 40 at most,
+    the length its warm-up requests have, not to the next bucket (48)."""
+    _, compiled = _models(token_outputs=False, max_seq_length=40)
+    seen: list[tuple[int, int]] = []
+    compiled._call = tf.function(
+        lambda features: seen.append(tuple(features["token_ids"].shape)) or
+        compiled._forward(features), jit_compile=True)
+    for batch, length in [(1, 40), (3, 32), (20, 40)]:
+        compiled(_features(batch, length))
+    assert set(seen) <= set(warmup_shapes(40)), sorted(set(seen) - set(warmup_shapes(40)))
+    assert (1, 40) in seen

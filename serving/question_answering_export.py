@@ -43,7 +43,8 @@ class QuestionAnsweringServingModule(tf.Module):
                  jit_compile: bool = False):
         super().__init__(name="bert_question_answering_serving")
         self.model = model
-        self.call_model = ModelCall(model, precision, jit_compile, token_outputs=True)
+        self.call_model = ModelCall(model, precision, jit_compile, token_outputs=True,
+                                    max_seq_length=encoder.max_seq_length)
         # The tf.Variables under Keras 3's variable wrappers, tracked directly: without them
         # a Session-based loader (TF Serving's C++ loader) restores nothing (serving.export).
         self.model_variables = [variable.value for variable in model.variables]

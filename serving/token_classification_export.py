@@ -61,7 +61,8 @@ class TokenClassifierServingModule(tf.Module):
         if OUTSIDE not in tags:
             raise ValueError(f"the tags must contain {OUTSIDE!r} (see tag_names), got {tags}")
         self.model = model
-        self.call_model = ModelCall(model, precision, jit_compile, token_outputs=True)
+        self.call_model = ModelCall(model, precision, jit_compile, token_outputs=True,
+                                    max_seq_length=encoder.max_seq_length)
         # The tf.Variables under Keras 3's variable wrappers, tracked directly: without them
         # a Session-based loader (TF Serving's C++ loader) restores nothing (serving.export).
         self.model_variables = [variable.value for variable in model.variables]

@@ -41,23 +41,21 @@ def write_warmup_requests(export_dir: str, signature_name: str,
     `export_dir`; returns the file's path."""
     import tensorflow as tf
 
+    requests = list(requests)
+    if len(requests) > MAX_WARMUP_RECORDS:  # checked before a file TF Serving refuses exists
+        raise ValueError(f"{len(requests)} warm-up requests: TF Serving reads at most "
+                         f"{MAX_WARMUP_RECORDS}")
     protos = serving_protos()
     path = os.path.join(export_dir, WARMUP_PATH)
     tf.io.gfile.makedirs(os.path.dirname(path))
-    count = 0
     with tf.io.TFRecordWriter(path) as writer:
         for inputs in requests:
-            request = protos.predict_pb2.PredictRequest()
+            log = protos.prediction_log_pb2.PredictionLog()
+            request = log.predict_log.request
             request.model_spec.signature_name = signature_name
             for alias, values in inputs.items():
                 request.inputs[alias].CopyFrom(tf.make_tensor_proto(np.asarray(values)))
-            log = protos.prediction_log_pb2.PredictionLog()
-            log.predict_log.request.CopyFrom(request)
             writer.write(log.SerializeToString())
-            count += 1
-    if count > MAX_WARMUP_RECORDS:
-        raise ValueError(f"{count} warm-up requests: TF Serving reads at most "
-                         f"{MAX_WARMUP_RECORDS}")
     return path
 
 

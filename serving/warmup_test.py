@@ -141,4 +141,6 @@ def test_written_records_read_back(tmp_path):
     assert [list(tf.make_ndarray(log.predict_log.request.inputs["text"])) for log in logs] == [
         [b"a", b"b"], [b"c"]]
     with pytest.raises(ValueError, match="at most 1000"):
-        write_warmup_requests(str(tmp_path), "sig", ({"text": ["a"]} for _ in range(1001)))
+        write_warmup_requests(str(tmp_path / "too_many"), "sig",
+                              ({"text": ["a"]} for _ in range(1001)))
+    assert not (tmp_path / "too_many").exists()  # nothing half-written
