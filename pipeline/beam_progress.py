@@ -90,18 +90,23 @@ class CountRows(beam.DoFn):
         self._counter = Metrics.counter(NAMESPACE, label)
 
     def process(self, element: Any) -> Iterator[Any]:
-        self._counter.inc()
+        self.count(1)
+        yield element
+
+    def count(self, rows: int) -> None:
+        """Counts `rows` at once (for a DoFn that handles rows in batches), printing a
+        progress line when one is due."""
+        self._counter.inc(rows)
         line = None
         with _lock:
             now = self.clock()  # in the lock: another thread's line is never in its future
             state = _counts.setdefault((self._run, self.label), [0, now, now])
-            state[0] += 1
+            state[0] += rows
             if now - state[2] >= self.every_s:
                 state[2] = now
                 line = self.line(int(state[0]), now - state[1])
         if line is not None:
             print(line, file=_stream(self.stream), flush=True)
-        yield element
 
     def line(self, rows: int, seconds: float) -> str:
         """`scoring: 1,200 rows so far (85 rows/s)`, naming the worker process if it is not

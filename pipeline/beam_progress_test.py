@@ -41,6 +41,15 @@ def test_a_line_every_period_with_the_rows_so_far_and_their_rate(capsys):
     ]
 
 
+def test_rows_counted_in_batches_add_up_as_single_rows(capsys):
+    count = CountRows("pretraining examples", "examples", every_s=10, clock=Clock(4.0))
+    for rows in (64, 64, 7, 100):  # a call every 4 s, as a batched DoFn counts
+        count.count(rows)
+    assert capsys.readouterr().err.splitlines() == [
+        "pretraining examples: 235 examples so far (20 examples/s)",  # 12 s after the first
+    ]
+
+
 def test_lines_go_to_the_console_when_asked(monkeypatch, capsys):
     count = CountRows("pretraining examples (train)", "documents", every_s=0,
                       stream="console", clock=Clock(1.0))

@@ -60,9 +60,7 @@ class BertTextEncoder(tf.Module):
 
     def tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
         """[batch] strings -> ragged [batch, (pieces)] int32 WordPiece ids (no specials)."""
-        words = self._basic.tokenize(normalize_text(texts, self.lower_case))  # [batch, (words)]
-        pieces = self._wordpiece.tokenize(unknown_if_too_long(words))  # [batch, (words), (pieces)]
-        return pieces.merge_dims(-2, -1)
+        return wordpiece_ids(texts, self._basic, self._wordpiece, self.lower_case)
 
     def __call__(self, texts: tf.Tensor, second_texts: tf.Tensor | None = None) -> dict:
         """Encodes [batch] strings (and optional second segments) to model inputs.
@@ -91,6 +89,15 @@ class BertTextEncoder(tf.Module):
             "segment_ids": tf.cast(segment_ids, tf.int32),
             "padding_mask": tf.cast(padding_mask, tf.int32),
         }
+
+
+def wordpiece_ids(texts: tf.Tensor, basic: BasicTokenizer,
+                  wordpiece: tf_text.FastWordpieceTokenizer, lower_case: bool) -> tf.RaggedTensor:
+    """[batch] strings -> ragged [batch, (pieces)] int32 WordPiece ids (no specials): BERT's
+    normalization, the basic split (`basic_tokenizer`), then WordPiece (`wordpiece_tokenizer`)."""
+    words = basic.tokenize(normalize_text(texts, lower_case))  # [batch, (words)]
+    pieces = wordpiece.tokenize(unknown_if_too_long(words))  # [batch, (words), (pieces)]
+    return pieces.merge_dims(-2, -1)
 
 
 def normalize_text(texts: tf.Tensor, lower_case: bool) -> tf.Tensor:

@@ -512,15 +512,12 @@ class _Progress:
 
     def add(self, rows: int) -> None:
         if self._rows is not None:
-            for _ in range(rows):  # CountRows counts one element per call.
-                for _ in self._rows.process(None):
-                    pass
+            self._rows.count(rows)
 
 
 class Tokenizer:
-    """Serving's tokenization (`serving.text_encoder`: `normalize_text`, the basic split,
-    `unknown_if_too_long`, FastWordpieceTokenizer: what `BertTextEncoder.tokenize` runs)
-    without `BertTextEncoder`'s tf.Module, whose tracking of the 30k-token vocabulary list
+    """Serving's tokenization (`serving.text_encoder.wordpiece_ids`, what
+    `BertTextEncoder.tokenize` runs) without `BertTextEncoder`'s tf.Module, whose tracking of the 30k-token vocabulary list
     costs each worker a quarter of a second."""
 
     def __init__(self, vocabulary: list[str], lower_case: bool):
@@ -535,9 +532,8 @@ class Tokenizer:
         """Sentences -> (int32 ids of all sentences, int64 row splits [sentences + 1])."""
         import tensorflow as tf
 
-        encoder = self._text_encoder
-        words = self._basic.tokenize(encoder.normalize_text(tf.constant(sentences), self._lower_case))
-        pieces = self._wordpiece.tokenize(encoder.unknown_if_too_long(words)).merge_dims(-2, -1)
+        pieces = self._text_encoder.wordpiece_ids(tf.constant(sentences), self._basic,
+                                                  self._wordpiece, self._lower_case)
         return pieces.flat_values.numpy(), pieces.row_splits.numpy().astype(np.int64)
 
 
