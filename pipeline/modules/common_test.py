@@ -35,10 +35,9 @@ def test_per_token_targets_are_cut_with_the_features():
     assert labels.numpy()[:, 0].tolist() == [3, 2, 4]
 
 
-def test_compile_and_fit_trains_in_the_configured_precision_and_compilation(tmp_path):
-    """training.precision mixed_bfloat16: the encoder computes in bfloat16, the head in
-    float32, the weights stay float32; training.jit_compile: Keras compiles the train step
-    with XLA. A tiny BERT classifier, 4 steps."""
+def _tiny_training(tmp_path, rows: int, length: int, pooling: str = "cls", **training):
+    """A 1-layer BERT classifier, `rows` random rows of `length` tokens, the Trainer's
+    `make_dataset` over them and its fn_args (training config plus `training`)."""
     import types
 
     import keras
@@ -46,27 +45,40 @@ def test_compile_and_fit_trains_in_the_configured_precision_and_compilation(tmp_
 
     from bert_keras.backbone import ConfigurableBertBackbone
     from bert_keras.classifier import build_text_classifier
-    from pipeline.modules.common import compile_and_fit
 
     keras.utils.set_random_seed(0)
     backbone = ConfigurableBertBackbone(vocabulary_size=50, num_layers=1, num_heads=2,
                                         hidden_dim=16, intermediate_dim=32,
                                         max_sequence_length=12)
-    model = build_text_classifier(backbone, num_classes=2, pooling="mean")
-    features = {"token_ids": np.random.randint(5, 50, (16, 12)).astype("int32"),
-                "segment_ids": np.zeros((16, 12), "int32"),
-                "padding_mask": np.ones((16, 12), "int32")}
-    labels = np.random.randint(0, 2, 16)
+    model = build_text_classifier(backbone, num_classes=2, pooling=pooling)
+    features = {"token_ids": np.random.randint(5, 50, (rows, length)).astype("int32"),
+                "segment_ids": np.zeros((rows, length), "int32"),
+                "padding_mask": np.ones((rows, length), "int32")}
+    labels = np.random.randint(0, 2, rows)
 
     def make_dataset(files, batch_size, shuffle):
         return tf.data.Dataset.from_tensor_slices((features, labels)).batch(batch_size)
 
     config = {"batch_size": 4, "eval_batch_size": 8, "epochs": 1, "learning_rate": 1e-3,
               "warmup_fraction": 0.1, "weight_decay": 0.01, "checkpoint_dir": "unused",
-              "precision": "mixed_bfloat16", "jit_compile": True}
+              **training}
     fn_args = types.SimpleNamespace(custom_config=config, train_files=[], eval_files=[],
                                     model_run_dir=str(tmp_path / "model_run"),
                                     serving_model_dir=str(tmp_path / "model" / "Format-Serving"))
+    return model, backbone, features, make_dataset, fn_args
+
+
+def test_compile_and_fit_trains_in_the_configured_precision_and_compilation(tmp_path):
+    """training.precision mixed_bfloat16: the encoder computes in bfloat16, the head in
+    float32, the weights stay float32; training.jit_compile: Keras compiles the train step
+    with XLA. A tiny BERT classifier, 4 steps."""
+    import keras
+    import numpy as np
+
+    from pipeline.modules.common import compile_and_fit
+
+    model, backbone, features, make_dataset, fn_args = _tiny_training(
+        tmp_path, 16, 12, pooling="mean", precision="mixed_bfloat16", jit_compile=True)
     history = compile_and_fit(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                               {"metrics": ["accuracy"]}, make_dataset, fn_args, 4)
     assert np.isfinite(history["loss"]).all()
@@ -84,19 +96,11 @@ def test_compile_and_fit_traces_the_train_step_once(tmp_path):
     creates none and TensorFlow does not trace it a second time. (Metric objects, as the task
     modules pass, create theirs when constructed; a metric named by a string would still
     create its variables in the first trace.)"""
-    import types
-
     import keras
-    import numpy as np
 
-    from bert_keras.backbone import ConfigurableBertBackbone
-    from bert_keras.classifier import build_text_classifier
     from pipeline.modules.common import compile_and_fit
 
-    backbone = ConfigurableBertBackbone(vocabulary_size=50, num_layers=1, num_heads=2,
-                                        hidden_dim=16, intermediate_dim=32,
-                                        max_sequence_length=12)
-    model = build_text_classifier(backbone, num_classes=2)
+    model, _, _, make_dataset, fn_args = _tiny_training(tmp_path, 12, 8)
     traces = []
     train_step = model.train_step
 
@@ -105,19 +109,6 @@ def test_compile_and_fit_traces_the_train_step_once(tmp_path):
         return train_step(data)
 
     model.train_step = counting_train_step
-    features = {"token_ids": np.random.randint(5, 50, (12, 8)).astype("int32"),
-                "segment_ids": np.zeros((12, 8), "int32"),
-                "padding_mask": np.ones((12, 8), "int32")}
-    labels = np.random.randint(0, 2, 12)
-
-    def make_dataset(files, batch_size, shuffle):
-        return tf.data.Dataset.from_tensor_slices((features, labels)).batch(batch_size)
-
-    config = {"batch_size": 4, "eval_batch_size": 8, "epochs": 1, "learning_rate": 1e-3,
-              "warmup_fraction": 0.1, "weight_decay": 0.01, "checkpoint_dir": "unused"}
-    fn_args = types.SimpleNamespace(custom_config=config, train_files=[], eval_files=[],
-                                    model_run_dir=str(tmp_path / "model_run"),
-                                    serving_model_dir=str(tmp_path / "model" / "Format-Serving"))
     compile_and_fit(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                     {"metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
                     make_dataset, fn_args, 3)
